@@ -1,0 +1,38 @@
+# Two commands for users (see README): `make figures` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: venv figures test test-slow bench smoke clean-cache
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Execute every notebook top to bottom with its default parameters: writes Figs/*.png and results/*.json.
+# Online, the theory notebooks use CelebA as the paper; offline, the LFW stand-in (each says which).
+figures: $(STAMP)
+	$(PY) -m common.notebooks
+
+# Fast tier (default): unit tests and every notebook in SMOKE mode, offline.
+test: $(STAMP)
+	$(OFFLINE) $(PY) -m pytest
+
+# Slow tier: paper-scale runs (minutes).
+test-slow: $(STAMP)
+	$(OFFLINE) $(PY) -m pytest -m slow
+
+bench: $(STAMP)
+	$(OFFLINE) $(PY) benchmarks/train_speed.py
+
+# Every notebook in SMOKE mode, outputs in smoke-out/ (a quick look without touching Figs/ or results/).
+smoke: $(STAMP)
+	$(OFFLINE) DGR_CACHE=smoke-out/cache $(PY) -m common.notebooks --smoke --out smoke-out
+
+clean-cache:
+	rm -rf .cache smoke-out

@@ -1,0 +1,11 @@
+"""Shared helpers for the notebooks of *Generalization of Diffusion Models Arises with a Balanced
+Representation Space* (Zhang et al., ICLR 2026).
+
+Each module is one concept and imports alone:
+    paths     where the repo keeps figures, results and caches
+    results   seeding, atomic writes, config cache keys, the results-JSON writer
+    data      CelebA (HF stream / local folder / cache) and the offline LFW face stand-in
+    stats     representation statistics (std, l2, l4/l2), cosine similarity, PSNR
+    dae       the tied two-layer ReLU denoising autoencoder f(x) = W ReLU(Wᵀx) and its trainer
+    plotting  the paper's figure style, saving to Figs/
+"""

@@ -1,0 +1,62 @@
+"""Representation statistics and image-similarity measures.
+
+The paper's spikiness score is one scalar: the population standard deviation (ddof = 0) of a
+representation vector (paper §4.1; `torch.std(unbiased=False)` in the official code). The official
+`rep_extraction_utils.py` also computes the l2 norm and the l4/l2 ratio; they are kept here for reference.
+All functions take [..., p] arrays or tensors and reduce over the last axis.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def rep_std(h: ArrayLike) -> np.ndarray:
+    """Population std over the last axis: the paper's memorization score (spiky -> large)."""
+    return _np(h).astype(np.float64).std(axis=-1)
+
+
+def rep_l2(h: ArrayLike) -> np.ndarray:
+    return np.linalg.norm(_np(h).astype(np.float64), axis=-1)
+
+
+def rep_l4_over_l2(h: ArrayLike) -> np.ndarray:
+    """‖h‖₄ / ‖h‖₂, in [p^(-1/4), 1]: 1 for a one-hot vector, p^(-1/4) for a flat one. 0 for h = 0."""
+    h = _np(h).astype(np.float64)
+    l2 = np.linalg.norm(h, axis=-1)
+    l4 = (h**4).sum(axis=-1) ** 0.25
+    return np.divide(l4, l2, out=np.zeros_like(l2), where=l2 > 0)
+
+
+def rep_summary(h: ArrayLike) -> dict:
+    """Mean of std, l2 and l4/l2 over a batch of representations [n, p], plus the mean active fraction."""
+    h = _np(h)
+    return {"std": float(rep_std(h).mean()), "l2": float(rep_l2(h).mean()),
+            "l4_over_l2": float(rep_l4_over_l2(h).mean()), "active_fraction": float((h > 0).mean())}
+
+
+def cosine_matrix(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """Cosine similarity between every row of `a` [m, d] and every row of `b` [n, d] -> [m, n]."""
+    a, b = _np(a).astype(np.float64), _np(b).astype(np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def max_cosine(a: ArrayLike, b: ArrayLike, chunk: int = 4096) -> np.ndarray:
+    """For each row of `a`, its largest cosine with any row of `b` (chunked over `b` for large sets)."""
+    b = _np(b)
+    return np.max([cosine_matrix(a, b[i : i + chunk]).max(axis=1) for i in range(0, len(b), chunk)], axis=0)
+
+
+def psnr(x: ArrayLike, reference: ArrayLike, peak: float = 1.0) -> float:
+    """10 log10(peak² / MSE). The official denoising figure uses peak = 1 on [-1, 1] data (paper-notes
+    §2.7), which is 20 log10(2) ≈ 6.02 dB below the standard PSNR with peak = the range 2."""
+    mse = float(np.mean((_np(x).astype(np.float64) - _np(reference).astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)

@@ -1,0 +1,164 @@
+"""The tied ReLU DAE: the official alias tie, hand gradients, the fast trainer against the official loop,
+the Cor 3.2 formulas, checkpoints and the cache."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from common import dae
+
+
+def _data(n=32, d=64, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) * 0.5
+
+
+def test_alias_tie_keeps_decoder_equal_to_encoder_transposed_after_training():
+    torch.manual_seed(0)
+    model = dae.TiedDAE(d=64, p=16, tie="alias")
+    params = list(model.parameters())
+    assert len(params) == 2 and params[1].data_ptr() == params[0].data_ptr()  # two Parameters, one storage
+    for train in (dae.train_dae, dae.reference_train_dae):
+        before = model.encoder.weight.detach().clone()
+        train(model, _data(), replace(dae.GEN_CONFIG, steps=5, batch_size=8, lr=1e-2), progress=False)
+        assert not torch.equal(before, model.encoder.weight)
+        assert torch.equal(model.decoder.weight, model.encoder.weight.t())
+
+
+def test_clean_tie_has_one_parameter_used_twice():
+    model = dae.TiedDAE(d=64, p=16, tie="clean")
+    assert len(list(model.parameters())) == 1
+    x = _data(4)
+    W = model.encoder.weight
+    torch.testing.assert_close(model(x), torch.relu(x @ W.t()) @ W)
+
+
+def test_unknown_tie_is_named():
+    with pytest.raises(ValueError, match="'free'"):
+        dae.TiedDAE(tie="free")
+
+
+@pytest.mark.parametrize("tie", ["alias", "clean"])
+def test_hand_gradients_equal_autograd(tie):
+    torch.manual_seed(1)
+    model = dae.TiedDAE(d=64, p=16, tie=tie)
+    x = _data(8)
+    x_noisy = x + 0.2 * torch.randn_like(x)
+    loss = nn.MSELoss()(model(x_noisy), x)
+    loss.backward()
+    hand_loss, g_enc, g_dec = dae.tied_dae_grads(model.encoder.weight.detach(), x, x_noisy)
+    torch.testing.assert_close(hand_loss, loss.detach())
+    if tie == "alias":
+        torch.testing.assert_close(g_enc, model.encoder.weight.grad)
+        torch.testing.assert_close(g_dec.t(), model.decoder.weight.grad)
+    else:
+        torch.testing.assert_close(g_enc + g_dec, model.encoder.weight.grad)
+
+
+@pytest.mark.parametrize("cfg", [replace(dae.GEN_CONFIG, steps=60, batch_size=16),
+                                 replace(dae.MEM_CONFIG, steps=60)], ids=["gen-adam", "mem-rmsprop"])
+def test_fast_trainer_follows_the_official_loop(cfg):
+    x = _data(40) if cfg.batch_size else _data(5)
+    torch.manual_seed(1); ours = dae.TiedDAE(d=64, p=16)
+    torch.manual_seed(1); ref = dae.TiedDAE(d=64, p=16)
+    dae.train_dae(ours, x, cfg, progress=False)
+    dae.reference_train_dae(ref, x, cfg)
+    torch.testing.assert_close(ours.encoder.weight, ref.encoder.weight, atol=2e-5, rtol=1e-4)
+
+
+def test_train_dae_logs_the_loss_and_is_deterministic():
+    cfg = replace(dae.GEN_CONFIG, steps=40, batch_size=8, lr=1e-2)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = dae.TiedDAE(d=64, p=16)
+        runs.append((dae.train_dae(model, _data(), cfg, progress=False, log_every=10), model.encoder.weight.clone()))
+    assert runs[0][0]["loss_steps"] == [10, 20, 30, 40] and runs[0][0]["losses"] == runs[1][0]["losses"]
+    assert torch.equal(runs[0][1], runs[1][1])
+
+
+def test_effective_lambda_from_mse_mean_and_weight_decay():
+    # alias: two Parameters each decayed by w  ->  lambda = d*w/2; clean: one Parameter -> d*w/4
+    assert dae.effective_lambda(dae.MEM_CONFIG, 1024, "alias") == pytest.approx(1024 * 0.01 / 2)
+    assert dae.effective_lambda(dae.MEM_CONFIG, 1024, "clean") == pytest.approx(1024 * 0.01 / 4)
+
+
+def test_predicted_column_norms_cor_3_2():
+    x = np.zeros((2, 4)); x[0, 0] = 10.0; x[1, :] = 3.0                  # ||x||^2 = 100 and 36
+    np.testing.assert_allclose(dae.predicted_column_norms(x, 25.0, 0.2),
+                               [np.sqrt(75 / 100.04), np.sqrt(11 / 36.04)])
+
+
+def test_memorization_minimizer_stores_each_image_with_the_predicted_norm():
+    """A small Cor 3.2 run: 3 negatively correlated images (β = −0.15), p = 16 ≥ n = 3.
+
+    Every unit ends either dead or a copy of one training image, and the energy stored along each image
+    (Σ‖wⱼ‖² over the columns copying it) is Cor 3.2's ‖rᵢxᵢ‖². The energy is the invariant: two units
+    copying the same image are a flat direction of the loss (only ‖w₁‖² + ‖w₂‖² enters it), so whether an
+    image ends in one column or two depends on the initialisation.
+    """
+    d, sigma = 64, 0.2
+    x = torch.full((3, d), -0.3)
+    for i in range(3):
+        x[i, 20 * i : 20 * i + 10] = 3.0
+    cfg = replace(dae.MEM_CONFIG, steps=3000, lr=3e-3, sigma=sigma)
+    predicted = dae.predicted_column_norms(x.numpy(), 3 * dae.effective_lambda(cfg, d), sigma)
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = dae.TiedDAE(d=d, p=16)
+        dae.train_dae(model, x, replace(cfg, seed=seed), progress=False)
+        W = model.W.detach().numpy().T                                       # [p, d]
+        norms = np.linalg.norm(W, axis=1)
+        live = norms > 0.1
+        cos = W[live] @ x.numpy().T / np.outer(norms[live], x.norm(dim=1).numpy())
+        assert cos.max(axis=1).min() > 0.99                                  # live units are copies
+        stored = np.array([(norms[live][cos.argmax(axis=1) == i] ** 2).sum() for i in range(3)])
+        np.testing.assert_allclose(np.sqrt(stored), predicted, rtol=0.05)
+        assert norms[~live].max() < 0.05
+
+
+def test_theoretical_mem_loss():
+    x = np.zeros((1, 4)); x[0, 0] = 2.0
+    assert dae.theoretical_mem_loss(x, 0.5) == pytest.approx(0.25 * 4 / 4.25)
+
+
+def test_safetensors_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = dae.TiedDAE(d=64, p=16, tie="clean")
+    dae.save_dae(model, tmp_path / "m.safetensors", {"train_seconds": 1.5})
+    loaded, meta = dae.load_dae(tmp_path / "m.safetensors")
+    assert loaded.tie == "clean" and meta == {"train_seconds": 1.5}
+    assert torch.equal(loaded.encoder.weight, model.encoder.weight)
+
+
+def test_official_checkpoint_format(tmp_path):
+    torch.manual_seed(0)
+    enc = torch.randn(16, 64)
+    torch.save({"encoder.weight": enc, "decoder.weight": enc.t().clone()}, tmp_path / "DAE_sample_5_sigma_0.2.pth")
+    model, meta = dae.load_dae(tmp_path / "DAE_sample_5_sigma_0.2.pth")
+    assert model.tie == "alias" and torch.equal(model.encoder.weight, enc)
+    assert torch.equal(model.decoder.weight, enc.t())
+    torch.save({"encoder.weight": enc, "decoder.weight": torch.randn(64, 16)}, tmp_path / "untied.pth")
+    with pytest.raises(ValueError, match="not encoder.weight"):
+        dae.load_dae(tmp_path / "untied.pth")
+
+
+def test_train_or_load_reuses_only_an_identical_config(tmp_path):
+    x = _data()
+    cfg = replace(dae.GEN_CONFIG, steps=20, batch_size=8)
+    m1, info1 = dae.train_or_load(x, cfg, p=16, cache_dir=tmp_path, progress=False)
+    m2, info2 = dae.train_or_load(x, cfg, p=16, cache_dir=tmp_path, progress=False)
+    assert not info1["cached"] and info2["cached"] and info2["train_seconds"] == pytest.approx(info1["train_seconds"])
+    assert torch.equal(m1.encoder.weight, m2.encoder.weight)
+    _, info3 = dae.train_or_load(x, replace(cfg, lr=2e-4), p=16, cache_dir=tmp_path, progress=False)
+    _, info4 = dae.train_or_load(x + 1e-3, cfg, p=16, cache_dir=tmp_path, progress=False)
+    assert not info3["cached"] and not info4["cached"]
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_live_units_sorted_by_norm():
+    model = dae.TiedDAE(d=8, p=4, tie="clean")
+    with torch.no_grad():
+        model.encoder.weight.copy_(torch.diag(torch.tensor([0.05, 2.0, 0.5, 0.0])) @ torch.ones(4, 8) / 8**0.5)
+    assert dae.live_units(model).tolist() == [1, 2]

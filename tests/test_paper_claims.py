@@ -1,0 +1,34 @@
+"""Slow tier: the notebooks at their default (paper) settings reproduce the paper's claims.
+
+Run with `make test-slow` (minutes). Each test executes a notebook into a temporary folder and checks the
+numbers it writes against the acceptance criteria of the corresponding issue.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from common.notebooks import run_notebook
+from common.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _run(name, tmp_path, **params):
+    nb = next(REPO_ROOT.glob(f"*/{name}.ipynb"))
+    res = tmp_path / "results"
+    run_notebook(nb, tmp_path / nb.name, {"FIGS_DIR": str(tmp_path / "Figs"), "RESULTS_DIR": str(res), **params})
+    return json.loads((res / f"{name}.json").read_text())
+
+
+def test_relu_dae_memorizes_with_five_copies_and_generalizes_with_templates(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))   # train from scratch
+    r = _run("ReLU_DAE", tmp_path, DATA_SOURCE="lfw")
+    mem, gen = r["mem"], r["gen"]
+    assert mem["live_units"] == 5
+    assert min(mem["max_cos_live"]) >= 0.99
+    rel = np.abs(np.array(mem["col_norms_live"]) / np.array(mem["predicted_col_norms"]) - 1)
+    assert rel.max() <= 0.05
+    assert gen["units_norm_gt_0_5"] >= 80
+    assert gen["median_max_cos"] <= 0.85
+    assert mem["rep_std_mean"] > gen["rep_std_mean"]
