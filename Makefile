@@ -11,7 +11,7 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -qq --disable-pip-version-check -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Execute every notebook top to bottom with its default parameters: writes Figs/*.png and results/*.json.

@@ -1,12 +1,16 @@
-"""Training speed: this repo's trainer vs the official-style loop, side by side in one run.
+"""Training speed: this repo's trainers vs the official-style loops, side by side in one run.
 
-For each config (the ReLU-DAE Mem and Gen runs of paper-notes §2.3), both loops train a freshly seeded model on
-the same data with the same seed for `--steps` steps. They alternate `--repeats` times (ABAB...) so machine
-drift hits both; we report the median time per step of each and the ratio official / ours (> 1: ours is faster),
-plus the projected time of the full 50k-step paper run. Absolute times drift on shared machines; the ratio is
-the number to quote.
+Models: the ReLU DAE (paper-notes §2.3, `common/dae.py`) and the toy diffusion model (§3.3,
+`common/toy_diffusion.py`), each with its Mem and Gen config. For each, both loops train a freshly seeded
+model on the same data with the same seed for `--steps` steps; they alternate `--repeats` times (ABAB...) so
+machine drift hits both. We print the median time per step of each, the ratio official / ours (> 1: ours is
+faster), the largest weight difference after the short run (both follow the same random draws, so only float
+rounding separates them), and the projected time of the full paper-spec run with ours. The official-style
+loops are `reference_train_dae` (autograd, `torch.randint` batches) and `reference_train_diffusion`
+(autograd, a shuffled `DataLoader` with drop_last).
+Absolute times drift on shared machines; the ratio is the number to quote.
 
-    python benchmarks/train_speed.py [--steps 2000] [--repeats 3]
+    python benchmarks/train_speed.py [--model dae|diffusion|all] [--steps 1000] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -19,43 +23,57 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import dae, data  # noqa: E402
+from common import dae, data, toy_diffusion  # noqa: E402
 
 
-def time_per_step(train, x, cfg) -> tuple[float, torch.Tensor]:
+def run(build, train, x, cfg) -> tuple[float, torch.Tensor]:
     torch.manual_seed(cfg.seed)
-    model = dae.TiedDAE(d=x.shape[1], p=100)
+    model = build()
     seconds = train(model, x, cfg, progress=False)["train_seconds"]
-    return seconds / cfg.steps, model.encoder.weight.detach()
+    return seconds / cfg.steps, model.encoder.weight.detach().clone()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--model", choices=["dae", "diffusion", "all"], default="all")
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    faces = data.load_faces(10_000, source="lfw")
-    x_gen = torch.from_numpy(faces.train)
-    x_mem = x_gen[data.select_separable(faces.train[:80], 5)]
+    faces = data.load_faces(100_000 if args.model != "dae" else 10_000, source="lfw")
+    x_all = torch.from_numpy(faces.train)
+    x_mem = x_all[data.memorization_set(faces)]
+    cases = []
+    if args.model in ("dae", "all"):
+        build = lambda: dae.TiedDAE(d=1024, p=100)
+        cases += [("dae", "mem", build, dae.train_dae, dae.reference_train_dae, dae.MEM_CONFIG, x_mem),
+                  ("dae", "gen", build, dae.train_dae, dae.reference_train_dae, dae.GEN_CONFIG, x_all[:10_000])]
+    if args.model in ("diffusion", "all"):
+        td = toy_diffusion
+        build = lambda: td.DAECond(d=1024, hidden=256)
+        cases += [("diffusion", "mem", build, td.train_diffusion, td.reference_train_diffusion, td.MEM_CONFIG, x_mem),
+                  ("diffusion", "gen", build, td.train_diffusion, td.reference_train_diffusion, td.GEN_CONFIG, x_all)]
+
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {faces.source}, "
-          f"{args.steps} steps x {args.repeats} repeats per loop\n")
-    print(f"{'config':<6} {'official ms/step':>17} {'ours ms/step':>13} {'ratio':>7} {'max |dW|':>9}"
-          f" {'full run ours (s)':>18}")
-    total_ours = 0.0
-    for name, cfg, x in [("mem", dae.MEM_CONFIG, x_mem), ("gen", dae.GEN_CONFIG, x_gen)]:
-        cfg_short = replace(cfg, steps=args.steps)
+          f"{args.steps} steps x {args.repeats} repeats per loop, alternating\n")
+    print(f"{'model':<10}{'config':<7}{'official ms/step':>17}{'ours ms/step':>14}{'ratio':>8}{'max |dW|':>10}"
+          f"{'full run, ours (s)':>20}")
+    totals: dict[str, float] = {}
+    for model_name, cfg_name, build, ours_fn, ref_fn, cfg, x in cases:
+        short = replace(cfg, steps=args.steps)
         ref_times, our_times = [], []
         for _ in range(args.repeats):
-            t_ref, w_ref = time_per_step(dae.reference_train_dae, x, cfg_short)
-            t_ours, w_ours = time_per_step(dae.train_dae, x, cfg_short)
+            t_ref, w_ref = run(build, ref_fn, x, short)
+            t_ours, w_ours = run(build, ours_fn, x, short)
             ref_times.append(t_ref), our_times.append(t_ours)
         ref, ours = statistics.median(ref_times), statistics.median(our_times)
         full = ours * cfg.steps
-        total_ours += full
-        print(f"{name:<6} {ref * 1e3:>17.3f} {ours * 1e3:>13.3f} {ref / ours:>6.2f}x"
-              f" {float((w_ref - w_ours).abs().max()):>9.1e} {full:>18.0f}")
-    print(f"\nprojected full paper-spec run (mem + gen, 50k steps each) with ours: {total_ours:.0f} s")
+        totals[model_name] = totals.get(model_name, 0.0) + full
+        print(f"{model_name:<10}{cfg_name:<7}{ref * 1e3:>17.3f}{ours * 1e3:>14.3f}{ref / ours:>7.2f}x"
+              f"{float((w_ref - w_ours).abs().max()):>10.1e}{full:>20.0f}")
+    print()
+    for model_name, total in totals.items():
+        print(f"projected full paper-spec run of {model_name} (mem + gen) with ours: {total:.0f} s")
 
 
 if __name__ == "__main__":

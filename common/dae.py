@@ -15,7 +15,7 @@ In code W₁ᵀ is `encoder.weight` [p, d] and the tie W₂ = W₁ is made in on
     tie="clean"  one Parameter W used twice (`F.linear(h, W.t())`); autograd sums both paths' gradients,
                  the optimizer keeps one state and applies weight decay once.
 
-`train_dae` computes the same gradients as autograd by hand (four matmuls, no graph) and hands them to the
+`train_dae` computes the same gradients as autograd by hand (five matmuls, no graph) and hands them to the
 stock torch optimizer; it draws the batch indices and the noise from the global torch generator in the
 order the official loop does, so for the same seed it follows the official training run (up to float
 rounding). `reference_train_dae` is that official loop, kept for tests and benchmarks.
@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from . import checkpoints
+from .checkpoints import load_official_state, load_safetensors, save_safetensors
+from .results import array_fingerprint
 
 
 class TiedDAE(nn.Module):
@@ -142,8 +147,8 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
     Returns {"loss_steps": [...], "losses": [...], "train_seconds": float}: the training loss sampled every
     `log_every` steps (computing it every step would cost ~3% of the run).
 
-    Faithful to the official loop (same objective, optimizer, sampling order and RNG consumption), faster:
-    no autograd graph, gradients by five matmuls, preallocated batch and noise buffers filled in place, and
+    Faithful to the official loop (same objective, optimizer, batch and noise draws: the same run up to float
+    rounding), faster: no autograd graph, gradients by five matmuls, preallocated buffers filled in place, and
     torch's fused optimizer kernel where one exists.
     """
     from tqdm.auto import trange
@@ -161,7 +166,7 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
     for step in trange(cfg.steps, disable=not progress, desc=f"{cfg.optimizer} n={n}", mininterval=2):
         if cfg.batch_size is not None:
             torch.index_select(x_train, 0, torch.randint(0, n, (B,)), out=x)  # [B, d], with replacement
-        noise.normal_()                                       # fresh ε each step, same draw as randn_like
+        noise.normal_()                                       # fresh ε each step, the draws of randn_like
         torch.add(x, noise, alpha=cfg.sigma, out=x_noisy)     # [B, d] x̃ = x + σε
         logged = (step + 1) % log_every == 0
         loss, grad_enc, grad_dec = tied_dae_grads(E.detach(), x, x_noisy, with_loss=logged)
@@ -198,44 +203,28 @@ def reference_train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConf
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------
 def save_dae(model: TiedDAE, path, metadata: dict | None = None) -> None:
-    """Save W₁ᵀ (the one tensor of either tie) to safetensors, atomically, with JSON metadata."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from .results import atomic_path, to_jsonable
-
-    meta = {"tie": model.tie, **{k: json.dumps(to_jsonable(v)) for k, v in (metadata or {}).items()}}
-    with atomic_path(path) as tmp:
-        save_file({"encoder.weight": model.encoder.weight.detach().contiguous()}, str(tmp), metadata=meta)
+    """Save W₁ᵀ (the one tensor of either tie) to safetensors, atomically, with the tie and `metadata`."""
+    save_safetensors({"encoder.weight": model.encoder.weight}, path, {"tie": model.tie, **(metadata or {})})
 
 
 def load_dae(path, tie: str | None = None) -> tuple[TiedDAE, dict]:
     """Load a checkpoint written by `save_dae` (.safetensors) or an official `DAE_sample_*.pth`
     (a Linear state dict with `encoder.weight` [p, d] and `decoder.weight` [d, p], read with
     `weights_only=True`). Returns (model, metadata)."""
-    import json
-    from pathlib import Path
-
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            weight, raw = f.get_tensor("encoder.weight"), dict(f.metadata() or {})
-        tie = tie or raw.pop("tie", "alias")
-        raw.pop("tie", None)
-        meta = {k: json.loads(v) for k, v in raw.items()}
+        state, meta = load_safetensors(path)
+        tie = tie or meta.pop("tie", "alias")
+        meta.pop("tie", None)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state, meta, tie = load_official_state(path), {"official_checkpoint": str(path)}, tie or "alias"
         if "encoder.weight" not in state:
             raise KeyError(f"{path}: expected an 'encoder.weight' entry, found {sorted(state)[:6]}")
-        weight, meta, tie = state["encoder.weight"], {"official_checkpoint": str(path)}, tie or "alias"
-        if "decoder.weight" in state and not torch.allclose(state["decoder.weight"], weight.t(), atol=1e-6):
+        if "decoder.weight" in state and not torch.allclose(state["decoder.weight"], state["encoder.weight"].t(),
+                                                            atol=1e-6):
             raise ValueError(f"{path}: decoder.weight is not encoder.weightᵀ; this is not a tied DAE")
-    p, d = weight.shape
-    model = TiedDAE(d=d, p=p, tie=tie)
+    weight = state["encoder.weight"]
+    model = TiedDAE(d=weight.shape[1], p=weight.shape[0], tie=tie)
     with torch.no_grad():
         model.encoder.weight.copy_(weight)
     return model, meta
@@ -243,30 +232,19 @@ def load_dae(path, tie: str | None = None) -> tuple[TiedDAE, dict]:
 
 def train_or_load(x_train, cfg: DAETrainConfig, p: int, tie: str = "alias", name: str = "dae",
                   cache_dir=None, progress: bool = True) -> tuple[TiedDAE, dict]:
-    """Train a `TiedDAE` on `x_train` with `cfg`, or load it from the checkpoint cache.
-
-    The cache key hashes the model shape and tie, the training config and the training data's bytes, so a
-    changed setting or data set never reuses a stale checkpoint. Returns (model, info) with
-    info = {"train_seconds", "cached", "checkpoint", "loss_steps", "losses"}.
-    """
-    from pathlib import Path
-
-    from .paths import CHECKPOINT_CACHE
-    from .results import array_fingerprint, config_key
-
+    """Train a `TiedDAE` on `x_train` with `cfg`, or load it from the checkpoint cache
+    (`checkpoints.train_or_load`: keyed by the model shape and tie, the config and the data's bytes).
+    Returns (model, info) with info = {"train_seconds", "cached", "checkpoint", "loss_steps", "losses"}."""
     x_train = torch.as_tensor(x_train, dtype=torch.float32)
-    key = config_key({"model": {"d": x_train.shape[1], "p": p, "tie": tie}, "train": cfg.to_dict(),
-                      "data": array_fingerprint(x_train), "trainer": "train_dae/v1"})
-    path = Path(cache_dir or CHECKPOINT_CACHE) / f"{name}-{key}.safetensors"
-    if path.exists():
-        model, meta = load_dae(path)
-        print(f"{name}: loaded cached checkpoint {path.name} (trained in {meta['train_seconds']:.0f} s)")
-        return model, {**meta, "cached": True, "checkpoint": str(path)}
-    torch.manual_seed(cfg.seed)                                # the official notebooks seed before building
-    model = TiedDAE(d=x_train.shape[1], p=p, tie=tie)
-    log = train_dae(model, x_train, cfg, progress=progress)
-    save_dae(model, path, metadata=log)
-    return model, {**log, "cached": False, "checkpoint": str(path)}
+    key = {"model": {"d": x_train.shape[1], "p": p, "tie": tie}, "train": cfg.to_dict(),
+           "data": array_fingerprint(x_train), "trainer": "train_dae/v1"}
+
+    def train():
+        torch.manual_seed(cfg.seed)                            # the official notebooks seed before building
+        model = TiedDAE(d=x_train.shape[1], p=p, tie=tie)
+        return model, train_dae(model, x_train, cfg, progress=progress)
+
+    return checkpoints.train_or_load(name, key, train, load_dae, save_dae, cache_dir)
 
 
 def live_units(model: TiedDAE, threshold: float = 0.1) -> np.ndarray:
@@ -282,6 +260,6 @@ def theoretical_mem_loss(x: np.ndarray, sigma: float) -> float:
     return float(np.mean(sigma**2 * sq / (sigma**2 + sq)))
 
 
-__all__ = ["TiedDAE", "DAETrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_dae", "reference_train_dae", "train_or_load",
-           "effective_lambda", "predicted_column_norms", "save_dae", "load_dae", "live_units",
-           "theoretical_mem_loss", "make_optimizer"]
+__all__ = ["TiedDAE", "DAETrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_dae", "reference_train_dae",
+           "train_or_load", "tied_dae_grads", "effective_lambda", "predicted_column_norms", "save_dae", "load_dae",
+           "live_units", "theoretical_mem_loss", "make_optimizer"]

@@ -214,28 +214,37 @@ def _resize01(image01: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image01, mode="F").resize((size, size), Image.BILINEAR))
 
 
+AUGMENT_BLOCK = 1000  # augmentation parameters are drawn per block of rows, so row i never depends on n
+
+
 def augment_faces(faces01: np.ndarray, n: int, seed: int, max_shift: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """`n` draws from an augmentation distribution of `faces01` ([m, H, W] in [0, 1]).
 
     Each draw: a random face, resized to (H + 2*max_shift) and randomly cropped back to H (shifts of up to
     ±max_shift px), flipped left-right with probability 1/2, contrast x U(0.8, 1.2) about its mean and
-    brightness + U(-0.1, 0.1), clipped to [0, 1]. Returns (images [n, H, W], origin index [n]).
+    brightness + U(-0.1, 0.1), clipped to [0, 1]. Block b of `AUGMENT_BLOCK` rows uses the generator
+    seeded with (seed, b), so the first k rows are the same for every n >= k — like the first k images of
+    the CelebA stream. Returns (images [n, H, W], origin index [n]).
     """
-    rng = np.random.default_rng(seed)
     m, size, _ = faces01.shape
     big = np.stack([_resize01(f, size + 2 * max_shift) for f in faces01])
-    origin = rng.integers(0, m, size=n)
-    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
-    flip = rng.random(n) < 0.5
-    contrast = rng.uniform(0.8, 1.2, size=n).astype(np.float32)
-    brightness = rng.uniform(-0.1, 0.1, size=n).astype(np.float32)
     out = np.empty((n, size, size), dtype=np.float32)
-    for i in range(n):
-        img = big[origin[i], dy[i] : dy[i] + size, dx[i] : dx[i] + size]
-        if flip[i]:
-            img = img[:, ::-1]
-        mean = img.mean()
-        out[i] = np.clip((img - mean) * contrast[i] + mean + brightness[i], 0.0, 1.0)
+    origin = np.empty(n, dtype=int)
+    for start in range(0, n, AUGMENT_BLOCK):
+        rng = np.random.default_rng([seed, start // AUGMENT_BLOCK])
+        k = min(AUGMENT_BLOCK, n - start)
+        idx = rng.integers(0, m, size=AUGMENT_BLOCK)[:k]           # draw full blocks: independent of n
+        dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, AUGMENT_BLOCK))[:, :k]
+        flip = (rng.random(AUGMENT_BLOCK) < 0.5)[:k]
+        contrast = rng.uniform(0.8, 1.2, size=AUGMENT_BLOCK).astype(np.float32)[:k]
+        brightness = rng.uniform(-0.1, 0.1, size=AUGMENT_BLOCK).astype(np.float32)[:k]
+        origin[start : start + k] = idx
+        for j in range(k):
+            img = big[idx[j], dy[j] : dy[j] + size, dx[j] : dx[j] + size]
+            if flip[j]:
+                img = img[:, ::-1]
+            mean = img.mean()
+            out[start + j] = np.clip((img - mean) * contrast[j] + mean + brightness[j], 0.0, 1.0)
     return out, origin
 
 
@@ -300,6 +309,25 @@ def load_faces(
     positions = np.arange(n_train + n_test)
     return FaceData(train=images[:n_train], test=images[n_train:], source=label,
                     train_origin=positions[:n_train], test_origin=positions[n_train:])
+
+
+MEM_POOL = 500  # the stand-in's Mem images are chosen among the first MEM_POOL training images
+
+
+def memorization_set(faces: FaceData, k: int = 5, pool: int = MEM_POOL) -> np.ndarray:
+    """Training-row indices of the memorization set, shared by the theory notebooks.
+
+    CelebA: the official notebooks' positions 0, 36, 148, 195, 232 (pairwise cosines all negative, the
+    β < 0 of Thm 3.1). Elsewhere: the `k` most separable (`select_separable`, one per base image) of the
+    first `pool` training rows whose energy ‖x‖² is at least the pool's median. Cor 3.2 needs nλ < ‖xᵢ‖², and
+    the near-uniform grey images of low energy have cosines that say little about the face.
+    """
+    if faces.source.startswith("celeba") and k == len(CELEBA_MEM_POSITIONS):
+        return np.array(CELEBA_MEM_POSITIONS)
+    x = faces.train[: min(pool, len(faces.train))]
+    energy = (x.astype(np.float64) ** 2).sum(axis=1)
+    candidates = np.flatnonzero(energy >= np.median(energy))
+    return candidates[select_separable(x[candidates], k, groups=faces.train_origin[candidates])]
 
 
 def select_separable(x: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:

@@ -60,3 +60,40 @@ def psnr(x: ArrayLike, reference: ArrayLike, peak: float = 1.0) -> float:
     §2.7), which is 20 log10(2) ≈ 6.02 dB below the standard PSNR with peak = the range 2."""
     mse = float(np.mean((_np(x).astype(np.float64) - _np(reference).astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Memorization criteria for generated samples
+# ----------------------------------------------------------------------------------------------------
+def nearest_neighbors(samples: ArrayLike, train: ArrayLike, k: int = 2, chunk: int = 8192):
+    """Euclidean distances and indices of each sample's `k` nearest training images -> ([m, k], [m, k])."""
+    s = torch.as_tensor(_np(samples), dtype=torch.float64)
+    t_all = torch.as_tensor(_np(train), dtype=torch.float64)
+    if len(t_all) < k:
+        raise ValueError(f"need at least {k} training images for {k} neighbours, got {len(t_all)}")
+    best_d = torch.full((len(s), k), float("inf"), dtype=torch.float64)
+    best_i = torch.zeros((len(s), k), dtype=torch.long)
+    for start in range(0, len(t_all), chunk):
+        d = torch.cdist(s, t_all[start : start + chunk])                    # [m, chunk]
+        cand_d = torch.cat([best_d, d], dim=1)
+        cand_i = torch.cat([best_i, torch.arange(start, start + d.shape[1]).expand(len(s), -1)], dim=1)
+        best_d, order = cand_d.topk(k, dim=1, largest=False)
+        best_i = cand_i.gather(1, order)
+    return best_d.numpy(), best_i.numpy()
+
+
+def nn_distance_ratio(samples: ArrayLike, train: ArrayLike) -> np.ndarray:
+    """‖x − NN₁(x)‖ / ‖x − NN₂(x)‖ over the training set: near 0 for a copy of one training image, near 1
+    for a sample equally far from its two nearest neighbours (Gu et al. 2025's memorization criterion)."""
+    dist, _ = nearest_neighbors(samples, train, k=2)
+    return np.divide(dist[:, 0], dist[:, 1], out=np.zeros(len(dist)), where=dist[:, 1] > 0)
+
+
+def memorized_fraction_nn_ratio(samples: ArrayLike, train: ArrayLike, threshold: float = 1 / 3) -> float:
+    """Fraction of samples whose NN distance ratio is below `threshold` (Gu et al. 2025: 1/3)."""
+    return float((nn_distance_ratio(samples, train) < threshold).mean())
+
+
+def memorized_fraction_cos(samples: ArrayLike, train: ArrayLike, threshold: float = 0.95) -> float:
+    """Fraction of samples whose largest cosine similarity to a training image is at least `threshold`."""
+    return float((max_cosine(samples, train) >= threshold).mean())

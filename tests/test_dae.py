@@ -56,10 +56,10 @@ def test_hand_gradients_equal_autograd(tie):
         torch.testing.assert_close(g_enc + g_dec, model.encoder.weight.grad)
 
 
-@pytest.mark.parametrize("cfg", [replace(dae.GEN_CONFIG, steps=60, batch_size=16),
+@pytest.mark.parametrize("cfg", [replace(dae.GEN_CONFIG, steps=60, batch_size=128),
                                  replace(dae.MEM_CONFIG, steps=60)], ids=["gen-adam", "mem-rmsprop"])
 def test_fast_trainer_follows_the_official_loop(cfg):
-    x = _data(40) if cfg.batch_size else _data(5)
+    x = _data(300) if cfg.batch_size else _data(5)
     torch.manual_seed(1); ours = dae.TiedDAE(d=64, p=16)
     torch.manual_seed(1); ref = dae.TiedDAE(d=64, p=16)
     dae.train_dae(ours, x, cfg, progress=False)

@@ -172,3 +172,20 @@ def test_select_separable_takes_one_row_per_group():
     assert sorted(groups[chosen]) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="4 distinct groups"):
         data.select_separable(x, 5, groups)
+
+
+def test_standin_training_set_is_a_prefix_of_larger_ones():
+    """Like the CelebA stream: the first k training rows do not depend on n (the DAE notebook's 10k set
+    is the start of the diffusion notebook's 100k set, so both pick the same Mem five)."""
+    small, large = load_faces(1500, source="lfw"), load_faces(3100, source="lfw")
+    np.testing.assert_array_equal(small.train, large.train[:1500])
+    np.testing.assert_array_equal(small.train_origin, large.train_origin[:1500])
+
+
+def test_memorization_set_official_positions_on_celeba_and_separable_elsewhere(lfw_small):
+    celeba = data.FaceData(train=np.zeros((300, 4)), test=np.zeros((0, 4)), source="celeba-hf",
+                           train_origin=np.arange(300), test_origin=np.arange(0))
+    assert data.memorization_set(celeba).tolist() == [0, 36, 148, 195, 232]
+    idx = data.memorization_set(lfw_small, 5, pool=200)
+    energy = (lfw_small.train[:200].astype(np.float64) ** 2).sum(1)
+    assert len(set(lfw_small.train_origin[idx])) == 5 and (energy[idx] >= np.median(energy)).all()

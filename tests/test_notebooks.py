@@ -17,6 +17,14 @@ EXPECTED = {
                  "mem.predicted_col_norms", "gen.units_norm_gt_0_5", "gen.median_max_cos",
                  "mem.rep_std_mean", "gen.rep_std_mean", "train_seconds.mem", "train_seconds.gen"],
     },
+    "ReLU_Diffusion": {
+        "figures": ["celeba_sampling_mem", "celeba_sampling_gen", "celeba_sampling_memorization",
+                    "celeba_diffusion_rep"],
+        "keys": ["data_source", "mem.memorized_fraction_nn_ratio", "gen.memorized_fraction_nn_ratio",
+                 "mem.memorized_fraction_cos", "gen.memorized_fraction_cos", "mem.rep_std_mean",
+                 "gen.rep_std_mean", "mem.live_units", "gen.live_units", "train_seconds.mem",
+                 "train_seconds.gen", "train_seconds.total"],
+    },
 }
 
 

@@ -41,3 +41,22 @@ def test_psnr_peak_conventions():
     assert stats.psnr(ref + 0.2, ref, peak=1.0) == pytest.approx(10 * np.log10(1 / 0.04))
     assert stats.psnr(ref + 0.2, ref, peak=2.0) - stats.psnr(ref + 0.2, ref, peak=1.0) == pytest.approx(20 * np.log10(2))
     assert stats.psnr(ref, ref) == float("inf")
+
+
+def test_nearest_neighbors_and_nn_ratio_on_hand_made_points():
+    train = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 4.0], [100.0, 100.0]])
+    samples = np.array([[1.0, 0.0], [5.0, 0.0]])
+    dist, idx = stats.nearest_neighbors(samples, train, k=2, chunk=3)      # chunk < n: the merge is tested
+    np.testing.assert_allclose(dist, [[1.0, np.sqrt(17.0)], [5.0, 5.0]])
+    assert idx[0].tolist() == [0, 2] and set(idx[1]) == {0, 1}
+    np.testing.assert_allclose(stats.nn_distance_ratio(samples, train), [1 / np.sqrt(17.0), 1.0])
+    assert stats.memorized_fraction_nn_ratio(samples, train) == 0.5          # 0.243 < 1/3, 1.0 is not
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.nearest_neighbors(samples, train[:1])
+
+
+def test_memorized_fraction_cos_threshold_is_inclusive():
+    train = np.array([[1.0, 0.0], [0.0, 1.0]])
+    c = 0.95
+    samples = np.array([[c, np.sqrt(1 - c**2)], [1.0, 1.0], [0.0, 2.0]])  # cos 0.95, 0.707, 1.0
+    assert stats.memorized_fraction_cos(samples, train) == pytest.approx(2 / 3)

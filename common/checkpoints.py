@@ -1,0 +1,64 @@
+"""Trained weights on disk: safetensors files with JSON metadata, written atomically, and a cache that
+trains a model only when no checkpoint exists for its exact config.
+
+The cache key hashes everything that determines the weights (model shape, training config, the training
+data's bytes, the trainer's version), so a changed setting never reuses a stale checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .paths import CHECKPOINT_CACHE
+from .results import atomic_path, config_key, to_jsonable
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path, metadata: dict | None = None) -> None:
+    """`state` to `path` (safetensors), atomically; metadata values are stored as JSON strings."""
+    from safetensors.torch import save_file
+
+    meta = {k: json.dumps(to_jsonable(v)) for k, v in (metadata or {}).items()}
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
+
+
+def load_safetensors(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state, metadata) from a file written by `save_safetensors`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, {k: _from_json(v) for k, v in (f.metadata() or {}).items()}
+
+
+def _from_json(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:  # a plain string (early checkpoints stored the tie unencoded)
+        return value
+
+
+def load_official_state(path) -> dict[str, torch.Tensor]:
+    """An official `.pth` state dict, read with `weights_only=True` (no pickled code is executed)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def train_or_load(name: str, key: dict, train: Callable[[], tuple[nn.Module, dict]],
+                  load: Callable[[Path], tuple[nn.Module, dict]], save: Callable[[nn.Module, Path, dict], None],
+                  cache_dir=None) -> tuple[nn.Module, dict]:
+    """Load `<cache_dir>/<name>-<hash of key>.safetensors` if it exists, else `train()` and save it.
+
+    Returns (model, info): the training log or the saved metadata, plus "cached" and "checkpoint".
+    """
+    path = Path(cache_dir or CHECKPOINT_CACHE) / f"{name}-{config_key(key)}.safetensors"
+    if path.exists():
+        model, meta = load(path)
+        print(f"{name}: loaded cached checkpoint {path.name} (trained in {meta['train_seconds']:.0f} s)")
+        return model, {**meta, "cached": True, "checkpoint": str(path)}
+    model, log = train()
+    save(model, path, log)
+    return model, {**log, "cached": False, "checkpoint": str(path)}
