@@ -5,7 +5,7 @@ Every notebook has a papermill `parameters` cell with at least `SMOKE`, `FIGS_DI
 
 A notebook can declare, in its metadata, what its default run needs and what its SMOKE run sets:
 
-    "metadata": {"dgr": {"requires": ["sd-weights", "cuda"], "smoke_parameters": {"MODEL": "tiny"}}}
+    "metadata": {"dgr": {"requires": ["stable-diffusion"], "smoke_parameters": {"MODEL": "tiny"}}}
 
 `make figures` checks each requirement with the (fast, offline-safe) check registered in `REQUIREMENTS`;
 when one fails it prints one line saying what is missing and skips the notebook. SMOKE runs (the tests,
@@ -46,23 +46,21 @@ class Availability:
     parameters: dict = field(default_factory=dict)
 
 
-def _sd_weights() -> Availability:
-    from .pipelines import weights_missing_reason
-
-    reason = weights_missing_reason()
-    # The hook for the CPU testbed (issue 6): without the SD weights, return
-    # Availability(True, "no SD weights: running on the CPU testbed", {"MODEL": "testbed"}) here instead.
-    return Availability(reason is None, reason or "")
-
-
-def _cuda() -> Availability:
+def _stable_diffusion() -> Availability:
+    """The SD v1.4 weights (a local folder, the HF cache or a reachable hub) and a CUDA GPU: the default run
+    generates and scores 1,000 Stable Diffusion images."""
     import torch
 
-    return Availability(torch.cuda.is_available(),
-                        "needs a CUDA GPU (its default run generates and scores 1,000 Stable Diffusion images)")
+    from .pipelines import weights_missing_reason
+
+    missing = [reason for reason in (weights_missing_reason(),
+                                     None if torch.cuda.is_available() else "needs a CUDA GPU") if reason]
+    # The hook for the CPU testbed (issue 6): when something is missing, return
+    # Availability(True, "no SD v1.4 here: running on the CPU testbed", {"MODEL": "testbed"}) instead.
+    return Availability(not missing, "; ".join(missing))
 
 
-REQUIREMENTS = {"sd-weights": _sd_weights, "cuda": _cuda}
+REQUIREMENTS = {"stable-diffusion": _stable_diffusion}
 
 
 def notebook_settings(path: Path) -> dict:

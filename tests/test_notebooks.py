@@ -52,7 +52,7 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch):
 
 def test_sd_notebook_smoke_run_is_on_the_tiny_pipeline_and_default_run_needs_the_weights():
     notebook = next(nb for nb in all_notebooks() if nb.stem == "SD_compare_reps")
-    assert notebooks.notebook_settings(notebook) == {"requires": ["sd-weights", "cuda"],
+    assert notebooks.notebook_settings(notebook) == {"requires": ["stable-diffusion"],
                                                      "smoke_parameters": {"MODEL": "tiny"}}
 
 
@@ -64,9 +64,8 @@ def write_notebook(path, requires):
 
 def test_figures_skips_a_notebook_without_its_weights_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DGR_SD_MODEL", raising=False)
-    monkeypatch.setitem(notebooks.REQUIREMENTS, "cuda", lambda: Availability(True))   # whatever this machine has
     monkeypatch.setattr(notebooks, "run_notebook", lambda *a, **k: pytest.fail("a skipped notebook was executed"))
-    nb = write_notebook(tmp_path / "needs_sd.ipynb", ["sd-weights", "cuda"])
+    nb = write_notebook(tmp_path / "needs_sd.ipynb", ["stable-diffusion"])
     assert notebooks.main([str(nb)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
