@@ -3,9 +3,11 @@
     rows = generate_images(pipe, prompts, folder, GenerationConfig(seed=0), batch_size=8)
 
 writes `folder/000000.png, 000001.png, ...`, `folder/manifest.jsonl` (one row per image: index, prompt,
-seed, file, seconds) and `folder/generation.json` (the config). Each PNG and each manifest update is
-written atomically, right after its image, so an interrupted run loses at most the batch in flight, and a
-rerun generates only what is missing: no image twice, no duplicate manifest row.
+seed, file, seconds) and `folder/generation.json` (the config; another config in the same folder is an
+error). Each PNG and each manifest update is written atomically, right after its image, so an interrupted
+run loses at most the batch in flight, and a rerun generates only what is missing: no image twice, no
+duplicate manifest row. A row is done when its image is readable and was made for the prompt now at its
+index; otherwise (a changed prompt list, a deleted file) it is generated again.
 
 **Seeding.** Prompt i is generated from its own generator, `torch.Generator("cpu").manual_seed(seed + i)`
 (passed to the pipeline as a list, one per prompt), so an image depends on its prompt and seed only — not on
@@ -40,7 +42,7 @@ ON_BAD_IMAGE = ("error", "skip")
 
 
 class ManifestError(RuntimeError):
-    """A generation folder is inconsistent: a missing or unreadable image, or another config or prompt list."""
+    """A generation folder is inconsistent: a missing or unreadable image, or another generation config."""
 
 
 @dataclass(frozen=True)
@@ -139,20 +141,20 @@ def _check_config(folder: Path, config: GenerationConfig) -> None:
 
 
 def _finished_rows(folder: Path, prompts: Sequence[str]) -> dict[int, dict]:
-    """The manifest rows that are done for these prompts: same prompt at the same index, image readable.
-    Rows beyond len(prompts) are kept (a larger earlier run); rows with a bad image are dropped (redone)."""
+    """The manifest rows that are done for these prompts: the same prompt at the same index, image readable.
+    A row made for another prompt at its index (the prompt list changed) or with a missing or unreadable
+    image is left out, so it is generated again and overwritten. Rows beyond len(prompts) are kept (a larger
+    earlier run)."""
     done, redo = {}, 0
     for row in _read_rows(folder):
         i = row["index"]
-        if i < len(prompts) and row["prompt"] != prompts[i]:
-            raise ManifestError(f"{folder}: manifest row {i} holds the prompt {row['prompt']!r}, not {prompts[i]!r}; "
-                                "the prompt list changed, use another folder")
-        if _image_problem(folder / row["file"]) is None:
+        if (i >= len(prompts) or row["prompt"] == prompts[i]) and _image_problem(folder / row["file"]) is None:
             done[i] = row
         else:
             redo += 1
     if redo:
-        print(f"{folder}: {redo} image(s) in the manifest are missing or unreadable and will be generated again")
+        print(f"{folder}: {redo} image(s) in the manifest were made for another prompt or are missing or "
+              "unreadable; generating them again")
     return done
 
 

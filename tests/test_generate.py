@@ -86,13 +86,21 @@ def test_missing_or_unreadable_images(tiny_pipe, tmp_path):
     assert [r["index"] for r in generate.read_manifest(folder)[0]] == [0, 1, 2]
 
 
-def test_a_folder_is_tied_to_its_config_and_prompts(tiny_pipe, tmp_path):
+def test_a_folder_is_tied_to_its_config_and_follows_the_prompt_list(tiny_pipe, tmp_path):
     folder = tmp_path / "g"
-    generate.generate_images(tiny_pipe, PROMPTS[:2], folder, CONFIG, progress=False)
+    first = generate.generate_images(tiny_pipe, PROMPTS[:2], folder, CONFIG, progress=False)
+    before = [pixels(r["path"]) for r in first]
     with pytest.raises(ManifestError, match="another config"):
         generate.generate_images(tiny_pipe, PROMPTS[:2], folder, GenerationConfig(model="tiny", seed=8), progress=False)
-    with pytest.raises(ManifestError, match="prompt list changed"):
-        generate.generate_images(tiny_pipe, ["something else", *PROMPTS[1:2]], folder, CONFIG, progress=False)
+    changed = InterruptingPipe(tiny_pipe)
+    rows = generate.generate_images(changed, ["something else", PROMPTS[1]], folder, CONFIG, progress=False)
+    assert changed.calls == [["something else"]]                          # only the changed prompt is redone
+    assert [r["prompt"] for r in manifest_lines(folder)] == ["something else", PROMPTS[1]]
+    assert not np.array_equal(pixels(rows[0]["path"]), before[0])
+    np.testing.assert_array_equal(pixels(rows[1]["path"]), before[1])
+    longer = InterruptingPipe(tiny_pipe)
+    generate.generate_images(longer, ["something else", *PROMPTS[1:3]], folder, CONFIG, progress=False)
+    assert longer.calls == [[PROMPTS[2]]]                                  # a larger N extends the folder
     with pytest.raises(ValueError, match="empty"):
         generate.generate_images(tiny_pipe, [], folder, CONFIG, progress=False)
     a = generate.generation_folder("mem", CONFIG, tmp_path)
