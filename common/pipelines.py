@@ -69,7 +69,7 @@ class PipelineUnavailableError(RuntimeError):
     """The requested model cannot be loaded here (offline and not cached, or a missing folder)."""
 
 
-def offline_hint(model: str) -> str:
+def offline_hint() -> str:
     return (
         f"Download it once on a machine with network access (`huggingface-cli download {SD14_HUB_ID} "
         f"--local-dir /path/to/sd-v1-4`) and point at the folder: MODEL='/path/to/sd-v1-4' in the notebook's "
@@ -101,10 +101,11 @@ def weights_missing_reason(model: str | os.PathLike | None = None, timeout: floa
         return None
     if _is_local(model):
         folder = Path(model).expanduser()
-        return None if (folder / "model_index.json").is_file() else f"no diffusers pipeline folder at {folder}"
+        return None if (folder / "model_index.json").is_file() else f"{folder} is not a diffusers pipeline folder (no model_index.json)"
     if _hub_cached(model) or hub_reachable(timeout):
         return None
-    return f"needs the {model} weights (not in the HF cache, hub not reachable); set {MODEL_ENV_VAR}=/path/to/folder"
+    why = "HF_HUB_OFFLINE is set" if hf_offline() else "the Hugging Face hub is not reachable"
+    return f"needs the {model} weights (not in the HF cache and {why}); set {MODEL_ENV_VAR}=/path/to/folder"
 
 
 def default_device() -> str:
@@ -141,19 +142,14 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
     else:
+        missing = weights_missing_reason(model, timeout)
+        if missing:
+            raise PipelineUnavailableError(f"{missing}. {offline_hint()}")
         local = _is_local(model)
-        if local and not (Path(model).expanduser() / "model_index.json").is_file():
-            raise PipelineUnavailableError(f"{model} is not a diffusers pipeline folder (no model_index.json). "
-                                           + offline_hint(model))
-        cached = local or _hub_cached(model)
-        if not cached and not hub_reachable(timeout):
-            reason = "HF_HUB_OFFLINE is set" if hf_offline() else "the Hugging Face hub is not reachable"
-            raise PipelineUnavailableError(f"{model} is not in the local Hugging Face cache and {reason}. "
-                                           + offline_hint(model))
-        path = str(Path(model).expanduser()) if local else model
         pipe = StableDiffusionPipeline.from_pretrained(
-            path, dtype=dtype, safety_checker=None, requires_safety_checker=False,
-            local_files_only=cached,          # a cached or local model never touches the network
+            str(Path(model).expanduser()) if local else model, dtype=dtype, safety_checker=None,
+            requires_safety_checker=False,
+            local_files_only=local or _hub_cached(model),   # a local or cached model never touches the network
         )
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -164,13 +160,11 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
 # Random-weight pipelines, built offline
 # ----------------------------------------------------------------------------------------------------
 def _byte_level_alphabet() -> list[str]:
-    """The 256 printable characters GPT-2/CLIP byte-level BPE uses for the bytes 0-255 (`bytes_to_unicode`)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    shifted = [256 + i for i in range(256 - len(printable))]
-    codes, extra = [], iter(shifted)
-    for byte in range(256):
-        codes.append(byte if byte in printable else next(extra))
-    return [chr(c) for c in codes]
+    """The 256 characters GPT-2/CLIP byte-level BPE uses for the bytes 0-255 (`bytes_to_unicode`): printable
+    bytes stand for themselves, the others are shifted to 256, 257, ... in byte order."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    shifted = iter(range(256, 512))
+    return [chr(byte if byte in printable else next(shifted)) for byte in range(256)]
 
 
 def build_character_tokenizer(max_length: int = 77):

@@ -38,7 +38,7 @@ def test_local_folder_loads_offline(tiny_pipe, tmp_path):
 
 
 def test_folder_without_a_pipeline_is_named(tmp_path):
-    assert "no diffusers pipeline folder" in pipelines.weights_missing_reason(tmp_path)
+    assert "is not a diffusers pipeline folder" in pipelines.weights_missing_reason(tmp_path)
     with pytest.raises(PipelineUnavailableError, match="not a diffusers pipeline folder"):
         pipelines.load_pipeline(str(tmp_path), device="cpu")
 
