@@ -29,6 +29,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/train_speed.py
+	$(OFFLINE) $(PY) benchmarks/detect_speed.py
 
 # Every notebook in SMOKE mode, outputs in smoke-out/ (a quick look without touching Figs/ or results/).
 smoke: $(STAMP)

@@ -10,5 +10,15 @@ Each module is one concept and imports alone:
     dae       the tied two-layer ReLU denoising autoencoder f(x) = W ReLU(Wᵀx) and its trainer
     toy_diffusion  the time-conditioned ReLU DAE (a VE x0-predictor), its trainer and reverse-VE sampler
     plotting  the paper's figure style, saving to Figs/
-    notebooks the papermill runner behind `make figures`, `make smoke` and the notebook tests
+    network   fast offline-safe reachability probes, a cached download
+    notebooks the papermill runner behind `make figures` (and what a notebook requires to run)
+
+Stable Diffusion (memorization detection; any diffusers UNet pipeline works the same way):
+    pipelines       load SD v1.4 (hub id / local folder), random-weight pipelines built from config
+    prompts         the memorized and generalized prompt lists, VM/TM labels
+    generate        batched, seeded, resumable generation with a manifest
+    hooks           record named module outputs (context manager)
+    representations image -> pooled UNet activation -> std: the prompt-free detector
+    baselines       Wen et al.'s text-conditional noise norm
+    metrics         AUROC, TPR@1%FPR (strict and official), bootstrap CIs
 """

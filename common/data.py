@@ -19,16 +19,14 @@ Sources (`load_faces(source=...)`):
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .network import hub_reachable
 from .paths import DATA_CACHE
 from .results import array_fingerprint, save_npz_atomic
 
@@ -88,34 +86,6 @@ def to_image(x: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 # CelebA from the Hugging Face hub (streamed once, then cached)
 # ----------------------------------------------------------------------------------------------------
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True if the Hugging Face endpoint accepts a TCP connection within `timeout` seconds.
-
-    The offline flags answer at once; otherwise the probe (DNS included) runs in a daemon thread, so a
-    hanging resolver cannot hold us past `timeout` — unlike the hub clients' own retry loops.
-    """
-    if _env_flag("HF_HUB_OFFLINE") or _env_flag("HF_DATASETS_OFFLINE"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    ok = []
-
-    def probe():
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(ok)
-
-
 def _cached_prefix(prefix: str, n: int, cache_dir: Path) -> np.ndarray | None:
     """The first n rows of the largest cache `<prefix>_first<N>.npz` with N >= n, if any."""
     best = None

@@ -3,15 +3,25 @@
 
 Every notebook has a papermill `parameters` cell with at least `SMOKE`, `FIGS_DIR` and `RESULTS_DIR`.
 
+A notebook can declare, in its metadata, what its default run needs and what its SMOKE run sets:
+
+    "metadata": {"dgr": {"requires": ["stable-diffusion"], "smoke_parameters": {"MODEL": "tiny"}}}
+
+`make figures` checks each requirement with the (fast, offline-safe) check registered in `REQUIREMENTS`;
+when one fails it prints one line saying what is missing and skips the notebook. SMOKE runs (the tests,
+`make smoke`) apply `smoke_parameters` instead and check nothing.
+
     python -m common.notebooks                 # all notebooks in place, default parameters: Figs/, results/
     python -m common.notebooks 1-Theory/ReLU_DAE.ipynb --smoke --out /tmp/x
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .paths import REPO_ROOT
@@ -21,6 +31,61 @@ NOTEBOOK_DIRS = ("1-Theory", "2-Application")
 
 def all_notebooks(root: Path = REPO_ROOT) -> list[Path]:
     return sorted(p for d in NOTEBOOK_DIRS for p in (root / d).glob("*.ipynb"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a notebook needs
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class Availability:
+    """Whether a requirement is met here; if not, one line saying what is missing. `parameters` are
+    overrides for a run on a stand-in (e.g. a notebook that falls back to a smaller model)."""
+
+    runnable: bool
+    message: str = ""
+    parameters: dict = field(default_factory=dict)
+
+
+def _stable_diffusion() -> Availability:
+    """The SD v1.4 weights (a local folder, the HF cache or a reachable hub) and a CUDA GPU: the default run
+    generates and scores 1,000 Stable Diffusion images."""
+    import torch
+
+    from .pipelines import weights_missing_reason
+
+    missing = [reason for reason in (weights_missing_reason(),
+                                     None if torch.cuda.is_available() else "needs a CUDA GPU") if reason]
+    # The hook for the CPU testbed (issue 6): when something is missing, return
+    # Availability(True, "no SD v1.4 here: running on the CPU testbed", {"MODEL": "testbed"}) instead.
+    return Availability(not missing, "; ".join(missing))
+
+
+REQUIREMENTS = {"stable-diffusion": _stable_diffusion}
+
+
+def notebook_settings(path: Path) -> dict:
+    """The notebook's `metadata["dgr"]`: {"requires": [...], "smoke_parameters": {...}} (both optional)."""
+    return json.loads(Path(path).read_text()).get("metadata", {}).get("dgr", {})
+
+
+def check_requirements(path: Path) -> Availability:
+    """All of the notebook's requirements together: runnable only if each is; the messages of the unmet
+    ones joined into one line; the parameter overrides of the met ones merged."""
+    results = []
+    for name in notebook_settings(path).get("requires", []):
+        if name not in REQUIREMENTS:
+            raise KeyError(f"{path}: unknown requirement {name!r}; known: {sorted(REQUIREMENTS)}")
+        results.append(REQUIREMENTS[name]())
+    unmet = [r.message for r in results if not r.runnable]
+    overrides = {k: v for r in results if r.runnable for k, v in r.parameters.items()}
+    return Availability(not unmet, "; ".join(unmet), overrides)
+
+
+def smoke_parameters(path: Path, out: Path) -> dict:
+    """Papermill parameters of a SMOKE run writing under `out`: SMOKE, FIGS_DIR, RESULTS_DIR and the
+    notebook's own `smoke_parameters`."""
+    return {"SMOKE": True, "FIGS_DIR": str(out / "Figs"), "RESULTS_DIR": str(out / "results"),
+            **notebook_settings(path).get("smoke_parameters", {})}
 
 
 def run_notebook(path: Path, output: Path | None = None, parameters: dict | None = None,
@@ -50,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         params, output = {}, None
         if args.smoke:
             out = (args.out or Path("smoke-out")).resolve()
-            params = {"SMOKE": True, "FIGS_DIR": str(out / "Figs"), "RESULTS_DIR": str(out / "results")}
+            params = smoke_parameters(nb, out)
             output = out / nb.name
             output.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            availability = check_requirements(nb)
+            if not availability.runnable:
+                print(f"-- skipped {nb}: {availability.message}", flush=True)
+                continue
+            params = availability.parameters
         t0 = time.perf_counter()
         print(f"== {nb} ...", flush=True)
         try:

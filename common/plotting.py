@@ -75,3 +75,46 @@ def plot_representations(ax, reps: dict, colors: dict | None = None, offset: flo
     ax.set_ylabel("Activation")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, loc="upper right")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stable Diffusion figures (Fig 6a/6b): the official SD notebook's size and larger fonts
+# ----------------------------------------------------------------------------------------------------
+SD_FIGSIZE = (10.8, 5.2)
+SD_RC = {"axes.titlesize": 28, "axes.labelsize": 24, "xtick.labelsize": 20, "ytick.labelsize": 20,
+         "legend.fontsize": 24}
+
+
+def plot_representation_lines(ax, reps: dict, colors: dict | None = None) -> None:
+    """Fig 6a style: each pooled representation h [p] as a line over its dimensions, std in the legend."""
+    colors = colors or {"Mem": MEM_COLOR, "Gen": GEN_COLOR}
+    for label, h in reps.items():
+        h = np.asarray(h, dtype=np.float64)
+        ax.plot(np.arange(len(h)), h, color=colors.get(label), linewidth=1.8, alpha=0.9,
+                label=f"{label} (std={rep_std(h):.3f})")
+    ax.set_xlabel("Latent dimension")
+    ax.set_ylabel("Activation")
+    ax.grid(True, alpha=0.25)
+    ax.legend(loc="upper right", frameon=True)
+
+
+def plot_score_densities(ax, scores: dict, colors: dict | None = None, alpha: float = 0.7) -> None:
+    """Fig 6b style (official notebook): filled KDEs of each set's scores, normalised per set (seaborn,
+    `common_norm=False`, `cut=0`); x range = the pooled 1-99% quantiles padded by 6%."""
+    import seaborn as sns
+    from matplotlib.patches import Patch
+
+    colors = colors or {"Mem": MEM_COLOR, "Gen": GEN_COLOR}
+    for label, values in scores.items():
+        values = np.asarray(values, dtype=np.float64)
+        if np.ptp(values) > 0:                       # a KDE needs spread; a constant set is left out
+            sns.kdeplot(x=values, fill=True, alpha=alpha, color=colors.get(label), linewidth=1.8, cut=0, ax=ax)
+    pooled = np.concatenate([np.asarray(v, dtype=np.float64) for v in scores.values()])
+    lo, hi = np.quantile(pooled, [0.01, 0.99])
+    if hi > lo:
+        ax.set_xlim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))
+    ax.set_xlabel("Activation std")
+    ax.set_ylabel("Density")
+    ax.grid(True, alpha=0.25)
+    ax.legend(handles=[Patch(facecolor=colors.get(k), edgecolor=colors.get(k), alpha=alpha, label=k) for k in scores],
+              loc="upper right", frameon=True)

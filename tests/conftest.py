@@ -18,3 +18,22 @@ def lfw_small():
     from common.data import load_faces
 
     return load_faces(200, 20, source="lfw")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """The random-weight tiny Stable Diffusion pipeline (CPU, fp32), shared across tests; tests must not modify it."""
+    from common.pipelines import load_pipeline
+
+    return load_pipeline("tiny", device="cpu")
+
+
+SHARED_PROMPTS = ROOT.parent / "shared" / "data" / "prompts"
+
+
+@pytest.fixture(scope="session")
+def shared_prompts():
+    """The project's reference prompt files (../shared/data/prompts beside the repo); skips without them."""
+    if not SHARED_PROMPTS.is_dir():
+        pytest.skip(f"reference prompt files not found at {SHARED_PROMPTS} (the shared/ folder beside the repo)")
+    return SHARED_PROMPTS

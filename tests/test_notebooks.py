@@ -1,14 +1,16 @@
-"""Every notebook runs top to bottom in SMOKE mode and writes its figures and results keys.
+"""Every notebook runs top to bottom in SMOKE mode and writes its figures and results keys; `make figures`
+skips a notebook whose requirements are unmet with one line.
 
 Outputs (figures, results JSON, checkpoints) go to a temporary folder, never over the committed ones.
 """
 import json
-import os
 
 import pytest
 
-from common.notebooks import all_notebooks, run_notebook
+from common import notebooks
+from common.notebooks import Availability, all_notebooks, run_notebook, smoke_parameters
 from common.results import get_dotted
+from conftest import SHARED_PROMPTS
 
 EXPECTED = {
     "ReLU_DAE": {
@@ -25,6 +27,16 @@ EXPECTED = {
                  "gen.rep_std_mean", "mem.live_units", "gen.live_units", "train_seconds.mem",
                  "train_seconds.gen", "train_seconds.total"],
     },
+    "SD_compare_reps": {
+        "figures": ["laion_reps", "laion_separation", "laion_roc", "laion_sweep"],
+        "keys": ["model", "n_mem", "n_gen", "layer", "timestep", "pooling", "auroc", "auroc_ci",
+                 "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_official", "vm.auroc", "tm.auroc", "baseline_wen.auroc",
+                 "baseline_wen.tpr_at_1pct_fpr", "seconds_per_image", "layer_calls_per_pass", "sweep"],
+        # the real prompt lists when the reference copies are beside the repo (else the SMOKE placeholders)
+        "parameters": {"MEM_PROMPTS": SHARED_PROMPTS / "sdv1_500_memorized.jsonl",
+                       "VM_TM_LABELS": SHARED_PROMPTS / "memorized_laion_prompts.csv",
+                       "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
+    },
 }
 
 
@@ -35,13 +47,48 @@ def test_every_notebook_has_expectations():
 @pytest.mark.parametrize("notebook", all_notebooks(), ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch):
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))      # the kernel inherits the environment
-    figs, res = tmp_path / "Figs", tmp_path / "results"
-    run_notebook(notebook, tmp_path / notebook.name,
-                 {"SMOKE": True, "FIGS_DIR": str(figs), "RESULTS_DIR": str(res)}, timeout=600)
     expected = EXPECTED[notebook.stem]
+    extra = {k: str(v) for k, v in expected.get("parameters", {}).items() if v.exists()}
+    run_notebook(notebook, tmp_path / notebook.name, {**smoke_parameters(notebook, tmp_path), **extra}, timeout=600)
     for name in expected["figures"]:
-        assert (figs / f"{name}.png").stat().st_size > 10_000, name
-    payload = json.loads((res / f"{notebook.stem}.json").read_text())
+        assert (tmp_path / "Figs" / f"{name}.png").stat().st_size > 10_000, name
+    payload = json.loads((tmp_path / "results" / f"{notebook.stem}.json").read_text())
     for key in expected["keys"]:
         get_dotted(payload, key)
     assert payload["smoke"] is True
+
+
+def test_sd_notebook_smoke_run_is_on_the_tiny_pipeline_and_default_run_needs_the_weights():
+    notebook = next(nb for nb in all_notebooks() if nb.stem == "SD_compare_reps")
+    assert notebooks.notebook_settings(notebook) == {"requires": ["stable-diffusion"],
+                                                     "smoke_parameters": {"MODEL": "tiny"}}
+
+
+def write_notebook(path, requires):
+    path.write_text(json.dumps({"cells": [], "metadata": {"dgr": {"requires": requires}}, "nbformat": 4,
+                                "nbformat_minor": 5}))
+    return path
+
+
+def test_figures_skips_a_notebook_without_its_weights_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DGR_SD_MODEL", raising=False)
+    monkeypatch.setattr(notebooks, "run_notebook", lambda *a, **k: pytest.fail("a skipped notebook was executed"))
+    nb = write_notebook(tmp_path / "needs_sd.ipynb", ["stable-diffusion"])
+    assert notebooks.main([str(nb)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    assert out[0].startswith(f"-- skipped {nb}: needs the CompVis/stable-diffusion-v1-4 weights")
+
+
+def test_requirements_combine_into_one_line_and_pass_stand_in_parameters(tmp_path, monkeypatch):
+    monkeypatch.setitem(notebooks.REQUIREMENTS, "a", lambda: Availability(False, "needs A"))
+    monkeypatch.setitem(notebooks.REQUIREMENTS, "b", lambda: Availability(False, "needs B"))
+    monkeypatch.setitem(notebooks.REQUIREMENTS, "c", lambda: Availability(True, "", {"MODEL": "testbed"}))
+    assert notebooks.check_requirements(write_notebook(tmp_path / "x.ipynb", ["a", "b", "c"])).message == "needs A; needs B"
+    ok = notebooks.check_requirements(write_notebook(tmp_path / "y.ipynb", ["c"]))
+    assert ok.runnable and ok.parameters == {"MODEL": "testbed"}
+    ran = []
+    monkeypatch.setattr(notebooks, "run_notebook", lambda nb, out, params, **k: ran.append(params))
+    assert notebooks.main([str(tmp_path / "y.ipynb")]) == 0 and ran == [{"MODEL": "testbed"}]
+    with pytest.raises(KeyError, match="unknown requirement 'zzz'"):
+        notebooks.check_requirements(write_notebook(tmp_path / "z.ipynb", ["zzz"]))

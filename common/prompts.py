@@ -1,0 +1,172 @@
+"""Prompt sets of the detection experiment (paper-notes §4.1): memorized LAION captions and generalized prompts.
+
+    memorized    Wen et al. (ICLR 2024), `examples/sdv1_500_memorized.jsonl`: 500 LAION captions that SD v1.4
+                 reproduces (fields caption, index = LAION index, url). The official notebook's list.
+    generalized  HF `Gustavosta/Stable-Diffusion-Prompts`, split train, column `Prompt` (73,718 Lexica prompts).
+    labels       Hintersdorf et al. (NeMo, NeurIPS 2024), `prompts/memorized_laion_prompts.csv`: the same 500
+                 captions with their memorization type, VM (verbatim: the training image is reproduced) or TM
+                 (template: only the layout is), joined here by LAION index (or caption).
+
+Both sets are read from their public sources once and cached under `.cache/prompts/`; each loader also
+accepts a local file (`source=...`): .jsonl (a `caption`/`prompt`/`Prompt`/`text` field), .csv (`;` or
+`,`, a `Caption`/`Prompt` column; NeMo's files work as they are) or .txt (one prompt per line). Every set
+is "the first n rows", as in the official notebook. Offline without a cache, loading fails within seconds
+and says which local file to pass.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .network import DownloadUnavailableError, download_cached, hub_reachable
+from .paths import PROMPT_CACHE
+from .results import write_json_atomic
+
+MEMORIZED_URL = ("https://raw.githubusercontent.com/YuxinWenRick/diffusion_memorization/HEAD/"
+                 "examples/sdv1_500_memorized.jsonl")
+NEMO_LABELS_URL = ("https://raw.githubusercontent.com/ml-research/localizing_memorization_in_diffusion_models/"
+                   "HEAD/prompts/memorized_laion_prompts.csv")
+GENERALIZED_HF_ID = "Gustavosta/Stable-Diffusion-Prompts"
+GENERALIZED_COLUMN = "Prompt"
+MEMORIZATION_TYPES = ("VM", "TM")
+
+PROMPT_FIELDS = ("caption", "prompt", "text")   # matched case-insensitively, in this order
+INDEX_FIELDS = ("index",)
+URL_FIELDS = ("url",)
+TYPE_FIELDS = ("type",)
+
+
+class PromptsUnavailableError(RuntimeError):
+    """A prompt set is neither cached nor downloadable here, or a local prompt file cannot be used."""
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    prompt: str
+    index: int | None = None     # LAION index (memorized set)
+    url: str | None = None       # the LAION image URL (memorized set)
+    type: str | None = None      # "VM" | "TM" once labelled, else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Local files
+# ----------------------------------------------------------------------------------------------------
+def _field(row: dict, names: tuple[str, ...]):
+    lowered = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+    for name in names:
+        value = lowered.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _record(row: dict, path: Path, line: int) -> PromptRecord:
+    prompt = _field(row, PROMPT_FIELDS)
+    if prompt is None:
+        raise PromptsUnavailableError(f"{path}, row {line}: no prompt field (expected one of {PROMPT_FIELDS}, "
+                                      f"case-insensitive); found {sorted(row)}")
+    index = _field(row, INDEX_FIELDS)
+    return PromptRecord(prompt=str(prompt), index=int(index) if index is not None else None,
+                        url=_field(row, URL_FIELDS), type=_field(row, TYPE_FIELDS))
+
+
+def read_prompt_file(path: str | os.PathLike) -> list[PromptRecord]:
+    """All prompts of a local .jsonl, .csv (`;` or `,` separated) or .txt file, in file order."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise PromptsUnavailableError(f"prompt file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    elif path.suffix == ".csv":
+        header = text.splitlines()[0] if text else ""
+        rows = list(csv.DictReader(text.splitlines(), delimiter=";" if header.count(";") > header.count(",") else ","))
+    elif path.suffix == ".txt":
+        rows = [{"prompt": line} for line in text.splitlines() if line.strip()]
+    else:
+        raise PromptsUnavailableError(f"{path}: unknown prompt file type (use .jsonl, .csv or .txt)")
+    return [_record(row, path, i) for i, row in enumerate(rows)]
+
+
+def _first(records: list[PromptRecord], n: int | None, what: str) -> list[PromptRecord]:
+    if n is not None and n > len(records):
+        raise PromptsUnavailableError(f"the {what} set holds {len(records)} prompts, {n} were requested")
+    records = records if n is None else records[:n]
+    if not records:
+        raise PromptsUnavailableError(f"the {what} prompt list is empty")
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------
+# The public sources, cached
+# ----------------------------------------------------------------------------------------------------
+def _download(url: str, path: Path, what: str, timeout: float) -> Path:
+    try:
+        return download_cached(url, path, timeout)
+    except DownloadUnavailableError as err:
+        raise PromptsUnavailableError(f"the {what} prompt list: {err}. Pass a local copy with source='path/to/"
+                                      f"{Path(url).name}'.") from err
+
+
+def load_memorized_prompts(n: int | None = None, source: str | os.PathLike | None = None,
+                           cache_dir: str | os.PathLike = PROMPT_CACHE, timeout: float = 5.0) -> list[PromptRecord]:
+    """The first `n` memorized LAION captions (Wen et al.'s list, or `source`)."""
+    path = Path(source) if source else _download(MEMORIZED_URL, Path(cache_dir) / Path(MEMORIZED_URL).name,
+                                                 "memorized", timeout)
+    return _first(read_prompt_file(path), n, "memorized")
+
+
+def load_memorization_labels(source: str | os.PathLike | None = None, cache_dir: str | os.PathLike = PROMPT_CACHE,
+                             timeout: float = 5.0) -> list[PromptRecord]:
+    """NeMo's 500 memorized LAION captions with their type (VM/TM) and LAION index (or `source`)."""
+    path = Path(source) if source else _download(NEMO_LABELS_URL, Path(cache_dir) / Path(NEMO_LABELS_URL).name,
+                                                 "NeMo VM/TM label", timeout)
+    return read_prompt_file(path)
+
+
+def load_generalized_prompts(n: int, source: str | os.PathLike | None = None,
+                             cache_dir: str | os.PathLike = PROMPT_CACHE, timeout: float = 3.0) -> list[PromptRecord]:
+    """The first `n` prompts of `Gustavosta/Stable-Diffusion-Prompts` (train split, column `Prompt`), or of `source`.
+
+    The hub dataset is read once and its prompt column cached as `<cache_dir>/gustavosta-prompts.json`.
+    """
+    if source:
+        return _first(read_prompt_file(source), n, "generalized")
+    cache = Path(cache_dir) / "gustavosta-prompts.json"
+    if not cache.exists():
+        if not hub_reachable(timeout):
+            raise PromptsUnavailableError(
+                f"{GENERALIZED_HF_ID} is not cached at {cache} and the Hugging Face hub is not reachable (offline, "
+                "or HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set). Pass a local prompt file with source='prompts.csv' "
+                "(.jsonl, .csv or .txt)."
+            )
+        from datasets import load_dataset
+
+        write_json_atomic(cache, {"source": GENERALIZED_HF_ID, "split": "train", "column": GENERALIZED_COLUMN,
+                                  "prompts": list(load_dataset(GENERALIZED_HF_ID, split="train")[GENERALIZED_COLUMN])})
+    prompts = json.loads(cache.read_text())["prompts"]
+    return _first([PromptRecord(prompt=p) for p in prompts], n, "generalized")
+
+
+# ----------------------------------------------------------------------------------------------------
+# VM / TM labels
+# ----------------------------------------------------------------------------------------------------
+def label_memorization_types(records: list[PromptRecord], labels: list[PromptRecord]) -> list[PromptRecord]:
+    """`records` with `type` set from `labels` (NeMo's CSV), matched by LAION index, else by exact caption.
+
+    A record that matches no label raises, naming it: a partly labelled set would bias the VM/TM split.
+    """
+    by_index = {r.index: r.type for r in labels if r.index is not None}
+    by_caption = {r.prompt: r.type for r in labels}
+    labelled = []
+    for i, record in enumerate(records):
+        kind = by_index.get(record.index) if record.index is not None else None
+        kind = kind or by_caption.get(record.prompt)
+        if kind not in MEMORIZATION_TYPES:
+            raise PromptsUnavailableError(f"memorized prompt {i} ({record.prompt!r}, LAION index {record.index}) "
+                                          f"has no VM/TM label in the label list")
+        labelled.append(replace(record, type=kind))
+    return labelled

@@ -1,0 +1,122 @@
+"""UNet representations of images, and the paper's prompt-free memorization score.
+
+The detector of paper §4.1 / official `extract_one` (paper-notes §4.3), batched:
+
+    image [-1, 1] --VAE encode--> latent_dist.sample() x scaling_factor           [B, 4, h, w]
+             --scheduler.add_noise at t = 10 (fresh Gaussian noise)-->  x_t        [B, 4, h, w]
+             --one UNet pass with the empty-prompt embedding-->  hooked activation [B, C, H, W]
+             --spatial max over H x W-->  representation h                         [B, C]
+    score = population std of h (`stats.rep_std`; large = spiky = memorized)
+
+For SD v1.4 at the paper's layer `up_blocks.0.resnets.2.nonlinearity` (the last of the three calls of that
+SiLU, see `hooks.py`) h has 1280 dimensions (8x8 before pooling). Every image draws its VAE sample and its
+noise from its own generator, `torch.Generator("cpu").manual_seed(seeds[i])`, so its score does not depend
+on the batch it is in (the official code draws both from the global RNG, seeded once per run: §9.7).
+Layer, timestep, pooling and prompt are parameters; the defaults are the paper's detection setting.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .generate import seeded_generators
+from .hooks import RepresentationRecorder
+
+DETECTION_LAYER = "up_blocks.0.resnets.2.nonlinearity"
+# The official notebook's HOOK_NAMES: the three resnets of the lowest-resolution up-block and the first of the next.
+HOOKED_LAYERS = (
+    "up_blocks.0.resnets.0.nonlinearity",
+    "up_blocks.0.resnets.1.nonlinearity",
+    "up_blocks.0.resnets.2.nonlinearity",
+    "up_blocks.1.resnets.0.nonlinearity",
+)
+DETECTION_TIMESTEP = 10          # paper-notes §9.3: the SD code uses t = 10 (the paper's figure: t = 50)
+SWEEP_TIMESTEPS = (10, 50, 100)
+DETECTION_POOLING = "spatial_max"
+POOLINGS = ("spatial_max", "spatial_mean")
+EXTRACTION_SEED = 0              # image i draws its VAE sample and noise with seed EXTRACTION_SEED + i
+
+
+def pool(features: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C] by the max or the mean over the spatial positions (official `_pool_feat`);
+    [B, C] passes through."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if features.ndim == 2:
+        return features
+    flat = features.flatten(2)                                   # [B, C, H*W]
+    return flat.amax(dim=2) if pooling == "spatial_max" else flat.mean(dim=2)
+
+
+def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
+    """RGB images -> [N, 3, size, size] float32 in [-1, 1]. Images of another size are resized (bicubic, as
+    PIL's default in the official `.resize`) and that is said once, with the count."""
+    arrays, resized = [], 0
+    for path in paths:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image, resized = image.resize((size, size), Image.BICUBIC), resized + 1
+            arrays.append(np.asarray(image, dtype=np.float32))
+    if resized:
+        print(f"resized {resized} of {len(arrays)} images to {size}x{size} (the pipeline's resolution)")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)   # [N, 3, H, W] in [0, 255]
+    return images / 127.5 - 1.0
+
+
+def pipeline_resolution(pipe) -> int:
+    """The image side the pipeline generates by default: UNet sample size x VAE scale factor (512 for SD v1.4)."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def encode_prompt(pipe, prompt: str, batch: int) -> torch.Tensor:
+    """The text embedding of `prompt`, repeated for a batch: [batch, tokens, width] (stock `encode_prompt`)."""
+    embedding, _ = pipe.encode_prompt(prompt, pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+    return embedding.expand(batch, -1, -1)
+
+
+@torch.no_grad()
+def extract_representations(pipe, images: torch.Tensor, layers: Sequence[str] = (DETECTION_LAYER,),
+                            timestep: int = DETECTION_TIMESTEP, poolings: Sequence[str] = (DETECTION_POOLING,),
+                            prompt: str = "", seeds: Sequence[int] | None = None, batch_size: int = 16,
+                            progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Pooled representations of `images` ([N, 3, H, W] in [-1, 1]) at `layers`, one UNet pass per image.
+
+    Returns reps[layer][pooling] -> float32 array [N, C]. `seeds[i]` seeds image i's VAE sample and noise
+    (default EXTRACTION_SEED + i). The hooked layers are recorded in the same pass, so a sweep over layers
+    and poolings costs one pass per timestep.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(layers, str):
+        layers = [layers]
+    if isinstance(poolings, str):
+        poolings = [poolings]
+    for pooling in poolings:
+        pool(torch.zeros(1, 1), pooling)                          # fail early on an unknown pooling name
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to extract representations from")
+    seeds = list(range(EXTRACTION_SEED, EXTRACTION_SEED + n)) if seeds is None else list(seeds)
+    device, vae_dtype, unet_dtype = pipe.device, pipe.vae.dtype, pipe.unet.dtype
+    empty = encode_prompt(pipe, prompt, batch_size).to(unet_dtype)   # [B, 77, width]
+    out = {layer: {pooling: [] for pooling in poolings} for layer in layers}
+    recorder = RepresentationRecorder(pipe.unet, layers)
+    for start in tqdm(range(0, n, batch_size), desc=f"extracting t={timestep}", disable=not progress):
+        x = images[start:start + batch_size].to(device=device, dtype=vae_dtype)        # [B, 3, H, W]
+        generators = seeded_generators(seeds[start:start + len(x)])
+        latents = pipe.vae.encode(x).latent_dist.sample(generators) * pipe.vae.config.scaling_factor  # [B, 4, h, w]
+        noise = torch.cat([torch.randn(latents[:1].shape, generator=g, dtype=torch.float32) for g in generators])
+        t = torch.full((len(x),), timestep, device=device, dtype=torch.long)              # [B]
+        noisy = pipe.scheduler.add_noise(latents.float(), noise.to(device), t).to(unet_dtype)  # [B, 4, h, w]
+        with recorder:
+            pipe.unet(noisy, t, encoder_hidden_states=empty[:len(x)], return_dict=False)
+        for layer in layers:
+            features = recorder.outputs[layer].float()                                   # [B, C, H, W]
+            for pooling in poolings:
+                out[layer][pooling].append(pool(features, pooling).cpu().numpy())        # [B, C]
+    return {layer: {p: np.concatenate(v) for p, v in by_pool.items()} for layer, by_pool in out.items()}
