@@ -31,7 +31,8 @@ other first-order schedulers of the SD pipelines (CFG is one batched call); a ru
 calls is not a multiple of the window's steps (another `num_inference_steps`) gets a warning on exit.
 
 The hooks are removed when the block exits, also on an exception: afterwards the model computes exactly what
-it computed before.
+it computed before. A `hooks.RepresentationRecorder` opened inside the block (its hooks run after these) sees
+the steered outputs; one opened outside sees them unsteered.
 """
 from __future__ import annotations
 
