@@ -37,6 +37,12 @@ EXPECTED = {
                        "VM_TM_LABELS": SHARED_PROMPTS / "memorized_laion_prompts.csv",
                        "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
     },
+    "SD_steering": {
+        "figures": ["laion_steering_gen", "laion_steering_mem", "laion_rep_traj", "laion_steerability"],
+        "keys": ["model", "alphas", "vector_norms", "gen.change_by_alpha", "mem.change_by_alpha",
+                 "gen.projection_by_alpha", "mem.projection_by_alpha", "gen.monotone", "mem.monotone",
+                 "steerability_ratio_mem_over_gen", "steering.steps", "trajectory.gen_path_pc"],
+    },
 }
 
 
@@ -58,8 +64,9 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch):
     assert payload["smoke"] is True
 
 
-def test_sd_notebook_smoke_run_is_on_the_tiny_pipeline_and_default_run_needs_the_weights():
-    notebook = next(nb for nb in all_notebooks() if nb.stem == "SD_compare_reps")
+@pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering"])
+def test_sd_notebook_smoke_run_is_on_the_tiny_pipeline_and_default_run_needs_the_weights(name):
+    notebook = next(nb for nb in all_notebooks() if nb.stem == name)
     assert notebooks.notebook_settings(notebook) == {"requires": ["stable-diffusion"],
                                                      "smoke_parameters": {"MODEL": "tiny"}}
 
