@@ -162,3 +162,22 @@ def test_live_units_sorted_by_norm():
     with torch.no_grad():
         model.encoder.weight.copy_(torch.diag(torch.tensor([0.05, 2.0, 0.5, 0.0])) @ torch.ones(4, 8) / 8**0.5)
     assert dae.live_units(model).tolist() == [1, 2]
+
+
+def test_train_dae_callback_sees_the_weights_and_leaves_the_run_unchanged():
+    cfg = replace(dae.GEN_CONFIG, steps=30, batch_size=8, lr=1e-2)
+    torch.manual_seed(1)
+    plain = dae.TiedDAE(d=64, p=16)
+    dae.train_dae(plain, _data(), cfg, progress=False)
+    seen = []
+
+    def callback(step, model):
+        seen.append((step, model.encoder.weight.clone()))
+        torch.randn(1000)                                   # draws from the global RNG: must not matter
+
+    torch.manual_seed(1)
+    watched = dae.TiedDAE(d=64, p=16)
+    dae.train_dae(watched, _data(), cfg, progress=False, callback=callback, callback_every=10)
+    assert [s for s, _ in seen] == [10, 20, 30]
+    assert torch.equal(seen[-1][1], watched.encoder.weight)
+    assert torch.equal(plain.encoder.weight, watched.encoder.weight)
