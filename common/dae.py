@@ -266,10 +266,17 @@ def live_units(model: TiedDAE, threshold: float = 0.1) -> np.ndarray:
     return order[norms[order] > threshold]
 
 
-def theoretical_mem_loss(x: np.ndarray, sigma: float) -> float:
-    """Cor 3.2, λ → 0: the memorizing minimizer's loss (1/n) Σ σ²‖xᵢ‖² / (σ² + ‖xᵢ‖²) (per sample, summed over d)."""
+def theoretical_mem_loss(x: np.ndarray, sigma: float, n_lambda: float = 0.0) -> float:
+    """Cor 3.2: the denoising loss (1/n) Σᵢ E‖f(xᵢ + σε) − xᵢ‖² of the memorizing minimizer (per sample, summed
+    over d; the weight-decay term not included).
+
+    Column i stores sᵢ = ‖rᵢxᵢ‖² = (‖xᵢ‖² − nλ)/(‖xᵢ‖² + σ²), so f(xᵢ + σε) = sᵢ x̂ᵢx̂ᵢᵀ(xᵢ + σε) and the loss
+    of sample i is (sᵢ − 1)²‖xᵢ‖² + σ²sᵢ². With n_lambda = 0 (λ → 0, the paper's statement) this is
+    σ²‖xᵢ‖² / (σ² + ‖xᵢ‖²).
+    """
     sq = (np.asarray(x, dtype=np.float64) ** 2).sum(axis=1)
-    return float(np.mean(sigma**2 * sq / (sigma**2 + sq)))
+    s = (sq - n_lambda) / (sq + sigma**2)
+    return float(np.mean((s - 1.0) ** 2 * sq + sigma**2 * s**2))
 
 
 __all__ = ["TiedDAE", "DAETrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_dae", "reference_train_dae",
