@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -141,11 +142,16 @@ def tied_dae_grads(E: torch.Tensor, x: torch.Tensor, x_noisy: torch.Tensor, with
 
 
 def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progress: bool = True,
-              log_every: int = 100) -> dict:
+              log_every: int = 100, callback: Callable[[int, TiedDAE], None] | None = None,
+              callback_every: int | None = None) -> dict:
     """Train `model` in place on `x_train` [n, d].
 
     Returns {"loss_steps": [...], "losses": [...], "train_seconds": float}: the training loss sampled every
     `log_every` steps (computing it every step would cost ~3% of the run).
+
+    `callback(step, model)`, if given, runs after every `callback_every`-th step (e.g. to measure the weights
+    during training). The global torch RNG state is saved and restored around it, so a callback that draws
+    random numbers does not change the run; its time is not counted in `train_seconds`.
 
     Faithful to the official loop (same objective, optimizer, batch and noise draws: the same run up to float
     rounding), faster: no autograd graph, gradients by five matmuls, preallocated buffers filled in place, and
@@ -162,7 +168,7 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
     B = n if cfg.batch_size is None else cfg.batch_size
     noise, x_noisy = torch.empty(B, x_train.shape[1]), torch.empty(B, x_train.shape[1])
     x = x_train if cfg.batch_size is None else torch.empty(B, x_train.shape[1])
-    loss_steps, losses, t0 = [], [], time.perf_counter()
+    loss_steps, losses, t0, callback_seconds = [], [], time.perf_counter(), 0.0
     for step in trange(cfg.steps, disable=not progress, desc=f"{cfg.optimizer} n={n}", mininterval=2):
         if cfg.batch_size is not None:
             torch.index_select(x_train, 0, torch.randint(0, n, (B,)), out=x)  # [B, d], with replacement
@@ -178,7 +184,13 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
         if logged:
             loss_steps.append(step + 1)
             losses.append(float(loss))
-    return {"loss_steps": loss_steps, "losses": losses, "train_seconds": time.perf_counter() - t0}
+        if callback is not None and (step + 1) % (callback_every or cfg.steps) == 0:
+            t_cb, rng_state = time.perf_counter(), torch.get_rng_state()
+            with torch.no_grad():
+                callback(step + 1, model)
+            torch.set_rng_state(rng_state)
+            callback_seconds += time.perf_counter() - t_cb
+    return {"loss_steps": loss_steps, "losses": losses, "train_seconds": time.perf_counter() - t0 - callback_seconds}
 
 
 def reference_train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progress: bool = False) -> dict:
@@ -254,10 +266,17 @@ def live_units(model: TiedDAE, threshold: float = 0.1) -> np.ndarray:
     return order[norms[order] > threshold]
 
 
-def theoretical_mem_loss(x: np.ndarray, sigma: float) -> float:
-    """Cor 3.2, λ → 0: the memorizing minimizer's loss (1/n) Σ σ²‖xᵢ‖² / (σ² + ‖xᵢ‖²) (per sample, summed over d)."""
+def theoretical_mem_loss(x: np.ndarray, sigma: float, n_lambda: float = 0.0) -> float:
+    """Cor 3.2: the denoising loss (1/n) Σᵢ E‖f(xᵢ + σε) − xᵢ‖² of the memorizing minimizer (per sample, summed
+    over d; the weight-decay term not included).
+
+    Column i stores sᵢ = ‖rᵢxᵢ‖² = (‖xᵢ‖² − nλ)/(‖xᵢ‖² + σ²), so f(xᵢ + σε) = sᵢ x̂ᵢx̂ᵢᵀ(xᵢ + σε) and the loss
+    of sample i is (sᵢ − 1)²‖xᵢ‖² + σ²sᵢ². With n_lambda = 0 (λ → 0, the paper's statement) this is
+    σ²‖xᵢ‖² / (σ² + ‖xᵢ‖²).
+    """
     sq = (np.asarray(x, dtype=np.float64) ** 2).sum(axis=1)
-    return float(np.mean(sigma**2 * sq / (sigma**2 + sq)))
+    s = (sq - n_lambda) / (sq + sigma**2)
+    return float(np.mean((s - 1.0) ** 2 * sq + sigma**2 * s**2))
 
 
 __all__ = ["TiedDAE", "DAETrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_dae", "reference_train_dae",

@@ -306,6 +306,9 @@ def select_separable(x: np.ndarray, k: int, groups: np.ndarray | None = None) ->
     Greedy from every starting row (add the row whose largest cosine to the chosen set is smallest), keep the
     best set. With `groups` (e.g. the base face each augmented row came from), no two chosen rows share a
     group. The official notebook picked its five CelebA faces by hand for the same property.
+
+    The rows come back in the order the greedy search added them, so every prefix of the answer is itself a
+    greedy choice: the first j rows are a separable set of size j (nested training sets of growing size).
     """
     if not 1 <= k <= len(x):
         raise ValueError(f"cannot select {k} images from {len(x)}")

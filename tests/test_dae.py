@@ -162,3 +162,40 @@ def test_live_units_sorted_by_norm():
     with torch.no_grad():
         model.encoder.weight.copy_(torch.diag(torch.tensor([0.05, 2.0, 0.5, 0.0])) @ torch.ones(4, 8) / 8**0.5)
     assert dae.live_units(model).tolist() == [1, 2]
+
+
+def test_train_dae_callback_sees_the_weights_and_leaves_the_run_unchanged():
+    cfg = replace(dae.GEN_CONFIG, steps=30, batch_size=8, lr=1e-2)
+    torch.manual_seed(1)
+    plain = dae.TiedDAE(d=64, p=16)
+    dae.train_dae(plain, _data(), cfg, progress=False)
+    seen = []
+
+    def callback(step, model):
+        seen.append((step, model.encoder.weight.clone()))
+        torch.randn(1000)                                   # draws from the global RNG: must not matter
+
+    torch.manual_seed(1)
+    watched = dae.TiedDAE(d=64, p=16)
+    dae.train_dae(watched, _data(), cfg, progress=False, callback=callback, callback_every=10)
+    assert [s for s, _ in seen] == [10, 20, 30]
+    assert torch.equal(seen[-1][1], watched.encoder.weight)
+    assert torch.equal(plain.encoder.weight, watched.encoder.weight)
+
+
+def test_theoretical_mem_loss_with_weight_decay_is_the_loss_of_the_stored_columns():
+    """With λ > 0 the formula is the expected loss of f(y) = s x̂x̂ᵀy, s = (‖x‖² − nλ)/(‖x‖² + σ²), and this s
+    minimises n × Eq. 6 for one stored column: (s − 1)²‖x‖² + σ²s² + 2nλ·s (‖W₁‖² + ‖W₂‖² = 2s)."""
+    rng = np.random.default_rng(0)
+    x, sigma, n_lambda = rng.normal(size=(1, 16)) * 2.0, 0.3, 5.0
+    sq = float((x**2).sum())
+    s = (sq - n_lambda) / (sq + sigma**2)
+    noise = rng.normal(size=(200_000, 16)) * sigma
+    y = x + noise
+    f = s * (y @ x.T) / sq * x                                            # s x̂x̂ᵀ y
+    mc = float(((f - x) ** 2).sum(axis=1).mean())
+    assert dae.theoretical_mem_loss(x, sigma, n_lambda) == pytest.approx(mc, rel=0.02)
+    grid = np.linspace(s - 0.2, s + 0.2, 401)
+    objective = (grid - 1) ** 2 * sq + sigma**2 * grid**2 + 2 * n_lambda * grid
+    assert grid[np.argmin(objective)] == pytest.approx(s, abs=1e-3)
+    assert dae.theoretical_mem_loss(x, sigma, 0.0) == pytest.approx(dae.theoretical_mem_loss(x, sigma))

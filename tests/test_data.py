@@ -174,6 +174,18 @@ def test_select_separable_takes_one_row_per_group():
         data.select_separable(x, 5, groups)
 
 
+def test_select_separable_returns_the_greedy_order_so_prefixes_are_nested_choices():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 16)) + 0.5                         # positively correlated rows
+    chosen = data.select_separable(x, 10)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos = u @ u.T
+    for j in range(1, len(chosen)):                             # each row: the least correlated with those before
+        rest = np.setdiff1d(np.arange(len(x)), chosen[:j])
+        worst = cos[np.ix_(rest, chosen[:j])].max(axis=1)
+        assert cos[chosen[j], chosen[:j]].max() == pytest.approx(worst.min())
+
+
 def test_standin_training_set_is_a_prefix_of_larger_ones():
     """Like the CelebA stream: the first k training rows do not depend on n (the DAE notebook's 10k set
     is the start of the diffusion notebook's 100k set, so both pick the same Mem five)."""

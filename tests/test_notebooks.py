@@ -27,6 +27,14 @@ EXPECTED = {
                  "gen.rep_std_mean", "mem.live_units", "gen.live_units", "train_seconds.mem",
                  "train_seconds.gen", "train_seconds.total"],
     },
+    "ReLU_DAE_regimes": {
+        "figures": ["regimes_mog_blocks", "regimes_cor32_columns", "regimes_cor32", "regimes_hybrid",
+                    "regimes_transition", "regimes_convergence"],
+        "keys": ["data_source", "mog.mean_principal_angle_deg", "cor32.max_rel_norm_error",
+                 "hybrid.duplicated_with_copy_column_fraction", "hybrid.rep_std_duplicated", "hybrid.rep_std_other",
+                 "sweep.n", "sweep.copy_fraction", "sweep_mog.n", "sweep_mog.copy_fraction", "seconds.mog",
+                 "seconds.cor32", "seconds.hybrid", "seconds.sweep_faces", "seconds.sweep_mog", "seconds.total"],
+    },
     "SD_compare_reps": {
         "figures": ["laion_reps", "laion_separation", "laion_roc", "laion_sweep"],
         "keys": ["model", "n_mem", "n_gen", "layer", "timestep", "pooling", "auroc", "auroc_ci",

@@ -42,3 +42,17 @@ def test_relu_diffusion_memorizing_model_copies_and_generalizing_model_does_not(
     assert r["gen"]["memorized_fraction_nn_ratio"] <= 0.10
     assert r["mem"]["rep_std_mean"] > r["gen"]["rep_std_mean"]
     assert r["mem"]["live_units"] <= 10
+
+
+def test_relu_dae_regimes_holds_the_theorems_against_trained_networks(tmp_path, monkeypatch):
+    """Issue 7's Done-when thresholds, at the notebook's default settings (<= 10 minutes on 2 cores)."""
+    monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
+    r = _run("ReLU_DAE_regimes", tmp_path, DATA_SOURCE="lfw")
+    assert r["mog"]["mean_principal_angle_deg"] <= 15
+    assert r["cor32"]["max_rel_norm_error"] <= 0.05                 # every live column within 5 % of Cor 3.2
+    assert r["hybrid"]["duplicated_with_copy_column_fraction"] == 1.0
+    assert r["hybrid"]["rep_std_other"] < r["hybrid"]["rep_std_duplicated"]
+    for key in ("sweep", "sweep_mog"):
+        assert len(r[key]["n"]) >= 10 and r[key]["n"][0] <= 2 and r[key]["n"][-1] >= 10_000
+    assert r["sweep"]["copy_fraction"][0] >= 0.9
+    assert r["sweep"]["copy_fraction"][-1] <= 0.1
