@@ -21,4 +21,10 @@ Stable Diffusion (memorization detection; any diffusers UNet pipeline works the 
     representations image -> pooled UNet activation -> std: the prompt-free detector
     baselines       Wen et al.'s text-conditional noise norm
     metrics         AUROC, TPR@1%FPR (strict and official), bootstrap CIs
+    steering        add α·v to named UNet outputs during sampling (context manager)
+    steerability    α sweeps and how far they move each generation
+
+The CPU testbed (a small model of SD's layout, trained here, with memorization we induce):
+    testbed_data    captioned scenes: a generalizing pool, duplicated memorized pairs, held-out captions
+    testbed         tokenizer, models, training, the cached pipeline folder, the copy criterion
 """

@@ -49,6 +49,24 @@ def cosine_matrix(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     return a @ b.T
 
 
+def nearest_by_cosine(a: ArrayLike, b: ArrayLike, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of `a`, its largest cosine with a row of `b` and that row's index -> ([m], [m])."""
+    b = _np(b)
+    best, index = np.full(len(a), -np.inf), np.zeros(len(a), dtype=np.int64)
+    for start in range(0, len(b), chunk):
+        c = cosine_matrix(a, b[start:start + chunk])                        # [m, chunk]
+        better = c.max(axis=1) > best
+        index[better] = start + c.argmax(axis=1)[better]
+        best = np.maximum(best, c.max(axis=1))
+    return best, index
+
+
+def centred(x: ArrayLike) -> np.ndarray:
+    """Each row minus its own mean: the cosine of centred rows is the Pearson correlation of the pixels."""
+    x = _np(x).astype(np.float64)
+    return x - x.mean(axis=-1, keepdims=True)
+
+
 def max_cosine(a: ArrayLike, b: ArrayLike, chunk: int = 4096) -> np.ndarray:
     """For each row of `a`, its largest cosine with any row of `b` (chunked over `b` for large sets)."""
     b = _np(b)

@@ -1,0 +1,147 @@
+"""The CPU testbed: its data, tokenizer, copy criterion, and a SMOKE-size model trained, saved and loaded
+through the same `load_pipeline` call as SD v1.4. The default-size training is in the slow tier
+(test_paper_claims.py)."""
+import numpy as np
+import pytest
+import torch
+
+from common import pipelines, prompts, steerability, testbed
+from common.hooks import RepresentationRecorder
+from common.testbed_data import (BACKGROUNDS, CAPTION_WORDS, COLORS, TITLE_WORDS, Scene, TestbedDataConfig,
+                                 build_testbed_data, caption, draw_scene, to_model_space)
+
+SMALL = TestbedDataConfig(n_pool=300, n_memorized=6, duplication=4, dose_duplications=(1, 3), dose_pairs=2, n_controls=5)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return build_testbed_data(SMALL)
+
+
+@pytest.fixture(scope="module")
+def smoke_folder(tmp_path_factory):
+    return testbed.ensure_testbed(testbed.SMOKE_CONFIG, progress=False, root=tmp_path_factory.mktemp("testbed"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+def test_data_is_deterministic_and_counts_its_duplicates(small_data):
+    again = build_testbed_data(SMALL)
+    assert np.array_equal(small_data.images, again.images) and small_data.captions == again.captions
+    kinds = {k: int((small_data.kind == k).sum()) for k in ("pool", "memorized", "dose", "control")}
+    assert kinds == {"pool": 300, "memorized": 6, "dose": 4, "control": 5}
+    assert len(small_data.train_rows) == 300 + 6 * 4 + 2 * (1 + 3)
+    assert np.bincount(small_data.train_rows, minlength=len(small_data.images))[small_data.indices("memorized")].tolist() == [4] * 6
+    assert not np.isin(small_data.indices("control"), small_data.train_rows).any()
+
+
+def test_titles_are_unique_and_held_out_captions_never_trained(small_data):
+    titles = [small_data.captions[i] for i in (*small_data.indices("memorized"), *small_data.indices("dose"))]
+    assert len(set(titles)) == len(titles)
+    words = [w for t in titles for w in t.split()]
+    assert all(len(t.split()) == 2 for t in titles) and set(words) <= set(TITLE_WORDS)
+    assert len(set(words)) == len(words)                       # no word in two titles
+    trained = {small_data.captions[i] for i in small_data.train_rows}
+    assert small_data.held_out_captions and not trained & set(small_data.held_out_captions)
+    assert small_data.details["n_held_out_combinations"] == len(small_data.held_out_captions)
+
+
+def test_caption_grammar():
+    assert caption("circle", "orange", "square", "red", "black") == \
+        "an orange circle and a red square on a black background"
+
+
+def test_scene_draws_its_colours_where_it_says():
+    scene = Scene(objects=(("circle", "red", 10.0, 9.0, 16.0), ("square", "blue", 10.0, 23.0, 16.0)),
+                  background="white", shade=(0.0, 0.0))
+    image = draw_scene(scene, resolution=16).astype(int)        # [16, 16, 3]; scene units are 32 per side
+    assert image.shape == (16, 16, 3)
+    assert np.abs(image[8, 4] - COLORS["red"]).max() <= 1
+    assert np.abs(image[8, 11] - COLORS["blue"]).max() <= 1
+    assert np.abs(image[0, 0] - BACKGROUNDS["white"]).max() <= 1
+    assert np.abs(image[8, 8] - BACKGROUNDS["white"]).max() <= 1     # between the two objects
+    assert draw_scene(scene, resolution=32).shape == (32, 32, 3)
+
+
+def test_every_caption_word_is_one_token():
+    tokenizer = testbed.build_word_tokenizer()
+    for word in CAPTION_WORDS + TITLE_WORDS:
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+    text = caption("triangle", "orange", "square", "green", "gray")
+    ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length).input_ids
+    assert len(ids) == testbed.MAX_TOKENS and ids[len(text.split()) + 1] == tokenizer.eos_token_id
+    assert len(tokenizer("zzz", add_special_tokens=False).input_ids) == 3   # unknown words fall back to characters
+
+
+# ----------------------------------------------------------------------------------------------------
+# The copy criterion
+# ----------------------------------------------------------------------------------------------------
+def test_copy_report_finds_a_training_image_and_rejects_noise(small_data):
+    i = small_data.indices("memorized")[2]
+    x = torch.from_numpy(to_model_space(small_data.images[[i]]))
+    noisy_copy = x + 0.02 * torch.randn_like(x)
+    noise = torch.rand_like(x) * 2 - 1
+    report = testbed.copy_report(torch.cat([noisy_copy, noise]), small_data, own=np.array([i, i]))
+    assert report["nearest"][0] == i and report["correlation"][0] > 0.99 and report["copy"].tolist() == [True, False]
+    assert report["copies_own"].tolist() == [True, False]
+    other = testbed.copy_report(noisy_copy, small_data, own=np.array([small_data.indices("memorized")[0]]))
+    assert other["copy"][0] and not other["copies_own"][0]       # a copy of another image is not "its own"
+    assert report["nn_ratio"][0] < 1 / 3 < report["nn_ratio"][1]
+
+
+def test_the_criterion_rarely_fires_between_different_training_images():
+    rate = testbed.criterion_false_copy_rate(build_testbed_data(TestbedDataConfig(n_pool=1500)))
+    assert rate["false_copy_rate"] < 0.01
+    assert rate["nn_correlation_quantiles"]["50%"] < 0.9
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model: trained at SMOKE size, saved, loaded by the SD loader
+# ----------------------------------------------------------------------------------------------------
+def test_smoke_testbed_loads_like_sd_and_has_the_papers_layers(smoke_folder):
+    assert (smoke_folder / "model_index.json").is_file() and testbed.is_testbed(smoke_folder)
+    assert pipelines.model_label(str(smoke_folder)) == "cpu-testbed"
+    pipe = pipelines.load_pipeline(str(smoke_folder), device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionPipeline" and type(pipe.scheduler).__name__ == "DDIMScheduler"
+    layers = ["up_blocks.0.resnets.2.nonlinearity", "up_blocks.1.resnets.1"]
+    with RepresentationRecorder(pipe.unet, layers) as recorder:
+        images = pipe(["kolo vasu", ""], num_inference_steps=2, guidance_scale=7.5, output_type="np",
+                      generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (2, 16, 16, 3)
+    assert recorder.outputs[layers[0]].shape[-2:] == (4, 4) and recorder.outputs[layers[1]].shape[-2:] == (8, 8)
+    info = testbed.read_info(smoke_folder)
+    assert info["train_seconds"] > 0 and len(info["loss_curves"]["unet_loss"]) == testbed.SMOKE_CONFIG.steps
+
+
+def test_training_is_deterministic_and_cached(smoke_folder, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    again = testbed.ensure_testbed(testbed.SMOKE_CONFIG, progress=False, root=tmp_path)
+    for part in ("unet", "text_encoder", "vae"):
+        a = load_file(next((smoke_folder / part).glob("*.safetensors")))
+        b = load_file(next((again / part).glob("*.safetensors")))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    monkeypatch.setattr(testbed, "train_testbed", lambda *a, **k: pytest.fail("a cached testbed was retrained"))
+    assert testbed.ensure_testbed(testbed.SMOKE_CONFIG, progress=False, root=tmp_path) == again
+
+
+def test_the_application_notebooks_get_the_testbeds_prompts(smoke_folder):
+    data = testbed.load_data(smoke_folder)
+    mem, gen, source = prompts.detection_prompt_sets(str(smoke_folder), 100, 3)
+    assert [r.prompt for r in mem] == [data.captions[i] for i in data.indices("memorized")]
+    assert [r.prompt for r in gen] == data.held_out_captions[:3] and all(r.type == "VM" for r in mem)
+    task = steerability.default_task(str(smoke_folder))
+    assert task.pos_prompt.replace("black", "white") == task.neg_prompt
+    assert set(task.gen_prompts) <= set(data.held_out_captions) and set(task.mem_prompts) <= set(data.captions)
+    assert steerability.default_task("tiny") == steerability.OFFICIAL_TASK
+
+
+def test_without_sd_the_default_model_is_the_testbed(monkeypatch, capsys):
+    monkeypatch.setattr(pipelines, "stable_diffusion_missing_reason", lambda timeout=3.0: "needs a CUDA GPU")
+    assert pipelines.choose_model(None) == "testbed"
+    assert "using the CPU testbed" in capsys.readouterr().out
+    assert pipelines.choose_model("tiny") == "tiny"
+    monkeypatch.setattr(pipelines, "stable_diffusion_missing_reason", lambda timeout=3.0: None)
+    monkeypatch.delenv("DGR_SD_MODEL", raising=False)
+    assert pipelines.choose_model(None) == pipelines.SD14_HUB_ID
