@@ -68,6 +68,31 @@ SEEDS_PER_PROMPT = 3
 TRAJECTORY_LAYER = "up_blocks.0.resnets.1.norm1"   # GroupNorm entering resnet 1: 2560 channels in SD v1.4
 
 
+
+@dataclass(frozen=True)
+class SteeringTask:
+    """What to steer toward and whom: the reference prompts (POS builds v; POS and NEG define the concept
+    axis), the generalized and memorized groups, and the α grid."""
+
+    name: str
+    pos_prompt: str
+    neg_prompt: str
+    gen_prompts: tuple
+    mem_prompts: tuple
+    alphas: tuple
+
+
+OFFICIAL_TASK = SteeringTask("age_old", AGE_OLD_POS, AGE_OLD_NEG, GEN_PROMPTS, MEM_PROMPTS, ALPHAS)
+
+
+def default_task(model: str) -> SteeringTask:
+    """The official `age_old` task for SD v1.4 (and random pipelines); the CPU testbed's own task (a dark
+    background, its held-out captions and memorized titles) for the testbed."""
+    from .testbed import is_testbed, steering_prompts
+
+    return SteeringTask(**steering_prompts(model)) if is_testbed(model) else OFFICIAL_TASK
+
+
 # ----------------------------------------------------------------------------------------------------
 # Generation: references and steered sweeps, cached
 # ----------------------------------------------------------------------------------------------------

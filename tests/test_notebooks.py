@@ -35,6 +35,11 @@ EXPECTED = {
                  "sweep.n", "sweep.copy_fraction", "sweep_mog.n", "sweep_mog.copy_fraction", "seconds.mog",
                  "seconds.cor32", "seconds.hybrid", "seconds.sweep_faces", "seconds.sweep_mog", "seconds.total"],
     },
+    "CPU_testbed": {
+        "figures": ["testbed_data", "testbed_ground_truth", "testbed_dose_response"],
+        "keys": ["model", "memorized_caption_copy_fraction", "generalizing_caption_copy_fraction", "copy_threshold",
+                 "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate"],
+    },
     "SD_compare_reps": {
         "figures": ["laion_reps", "laion_separation", "laion_roc", "laion_sweep"],
         "keys": ["model", "n_mem", "n_gen", "layer", "timestep", "pooling", "auroc", "auroc_ci",
@@ -79,20 +84,49 @@ def test_sd_notebook_smoke_run_is_on_the_tiny_pipeline_and_default_run_needs_the
                                                      "smoke_parameters": {"MODEL": "tiny"}}
 
 
+@pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering"])
+def test_sd_notebook_runs_on_a_smoke_testbed_and_says_so(name, tmp_path, monkeypatch):
+    """The path `make figures` takes without SD v1.4: the notebook on a (SMOKE-size) CPU testbed folder."""
+    from common import testbed
+
+    monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
+    folder = testbed.ensure_testbed(testbed.SMOKE_CONFIG, progress=False, root=tmp_path / "testbed")
+    notebook = next(nb for nb in all_notebooks() if nb.stem == name)
+    run_notebook(notebook, tmp_path / notebook.name, {**smoke_parameters(notebook, tmp_path), "MODEL": str(folder)},
+                 timeout=600)
+    payload = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+    assert payload["model"] == "cpu-testbed" and payload["model_path"] == str(folder)
+    if name == "SD_compare_reps":
+        data = testbed.load_data(folder)
+        assert payload["n_mem"] == len(data.indices("memorized")) and payload["prompt_source"]["mem"].startswith("cpu-testbed")
+    else:
+        assert payload["task"] == "dark background"
+
+
 def write_notebook(path, requires):
     path.write_text(json.dumps({"cells": [], "metadata": {"dgr": {"requires": requires}}, "nbformat": 4,
                                 "nbformat_minor": 5}))
     return path
 
 
-def test_figures_skips_a_notebook_without_its_weights_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("DGR_SD_MODEL", raising=False)
+def test_figures_skips_a_notebook_with_an_unmet_requirement_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(notebooks.REQUIREMENTS, "a", lambda: Availability(False, "needs A"))
     monkeypatch.setattr(notebooks, "run_notebook", lambda *a, **k: pytest.fail("a skipped notebook was executed"))
+    nb = write_notebook(tmp_path / "needs_a.ipynb", ["a"])
+    assert notebooks.main([str(nb)]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == [f"-- skipped {nb}: needs A"]
+
+
+def test_figures_runs_an_sd_notebook_on_the_cpu_testbed_without_the_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DGR_SD_MODEL", raising=False)
+    ran = []
+    monkeypatch.setattr(notebooks, "run_notebook", lambda nb, out, params, **k: ran.append(params))
     nb = write_notebook(tmp_path / "needs_sd.ipynb", ["stable-diffusion"])
     assert notebooks.main([str(nb)]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1
-    assert out[0].startswith(f"-- skipped {nb}: needs the CompVis/stable-diffusion-v1-4 weights")
+    assert ran == [{"MODEL": "testbed"}]
+    first = capsys.readouterr().out.strip().splitlines()[0]
+    assert first.startswith(f"-- {nb}: SD v1.4 cannot run here (needs the CompVis/stable-diffusion-v1-4 weights")
+    assert first.endswith("running on the CPU testbed")
 
 
 def test_requirements_combine_into_one_line_and_pass_stand_in_parameters(tmp_path, monkeypatch):
