@@ -36,6 +36,7 @@ EXPECTED = {
                  "seconds.cor32", "seconds.hybrid", "seconds.sweep_faces", "seconds.sweep_mog", "seconds.total"],
     },
     "CPU_testbed": {
+        "results": "testbed",        # results/testbed.json, the name issue 6 asks for
         "figures": ["testbed_data", "testbed_ground_truth", "testbed_dose_response"],
         "keys": ["model", "memorized_caption_copy_fraction", "generalizing_caption_copy_fraction", "copy_threshold",
                  "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate"],
@@ -71,7 +72,7 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch):
     run_notebook(notebook, tmp_path / notebook.name, {**smoke_parameters(notebook, tmp_path), **extra}, timeout=600)
     for name in expected["figures"]:
         assert (tmp_path / "Figs" / f"{name}.png").stat().st_size > 10_000, name
-    payload = json.loads((tmp_path / "results" / f"{notebook.stem}.json").read_text())
+    payload = json.loads((tmp_path / "results" / f"{expected.get('results', notebook.stem)}.json").read_text())
     for key in expected["keys"]:
         get_dotted(payload, key)
     assert payload["smoke"] is True

@@ -14,11 +14,11 @@ from common.paths import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 
-def _run(name, tmp_path, **params):
+def _run(name, tmp_path, results_name=None, **params):
     nb = next(REPO_ROOT.glob(f"*/{name}.ipynb"))
     res = tmp_path / "results"
     run_notebook(nb, tmp_path / nb.name, {"FIGS_DIR": str(tmp_path / "Figs"), "RESULTS_DIR": str(res), **params})
-    return json.loads((res / f"{name}.json").read_text())
+    return json.loads((res / f"{results_name or name}.json").read_text())
 
 
 def test_relu_dae_memorizes_with_five_copies_and_generalizes_with_templates(tmp_path, monkeypatch):
@@ -61,7 +61,7 @@ def test_relu_dae_regimes_holds_the_theorems_against_trained_networks(tmp_path, 
 def test_cpu_testbed_memorized_captions_copy_and_held_out_captions_do_not(tmp_path, monkeypatch):
     """Issue 6's ground truth at the default size: trains the testbed from scratch (<= 20 minutes on 2 cores)."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
-    r = _run("CPU_testbed", tmp_path)
+    r = _run("CPU_testbed", tmp_path, results_name="testbed")
     assert r["memorized_caption_copy_fraction"] >= 0.9
     assert r["generalizing_caption_copy_fraction"] <= 0.1
     assert r["n"]["memorized"] >= 20 and r["n"]["generalizing"] >= 50
