@@ -49,6 +49,19 @@ def test_hand_gradients_equal_autograd():
         torch.testing.assert_close(grads[name], p.grad, msg=name)
 
 
+def test_bf16_matmul_mode_gives_the_fp32_gradients_to_bf16_precision():
+    model = _model(d=256, hidden=64)
+    x0 = torch.randn(32, 256) * 0.5
+    sigma = td._sample_sigma(32, td.MEM_CONFIG)
+    x_t = x0 + sigma * torch.randn_like(x0)
+    loss32, g32 = td.diffusion_grads(model, x0, x_t, sigma)
+    loss16, g16 = td.diffusion_grads(model, x0, x_t, sigma, matmul_dtype=torch.bfloat16)
+    assert abs(float(loss16) / float(loss32) - 1) < 0.01
+    for name in g32:
+        rel = float((g16[name] - g32[name]).norm() / g32[name].norm())
+        assert 0 < rel < 0.03, (name, rel)            # differs (bf16 did run), by bf16 rounding only
+
+
 def test_sigma_is_log_uniform_on_the_training_range():
     torch.manual_seed(0)
     s = td._sample_sigma(200_000, td.MEM_CONFIG).log().squeeze(1)
