@@ -52,12 +52,14 @@ def cosine_matrix(a: ArrayLike, b: ArrayLike) -> np.ndarray:
 def nearest_by_cosine(a: ArrayLike, b: ArrayLike, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `a`, its largest cosine with a row of `b` and that row's index -> ([m], [m])."""
     b = _np(b)
+    if len(b) == 0:
+        raise ValueError("no rows to compare with (b is empty)")
     best, index = np.full(len(a), -np.inf), np.zeros(len(a), dtype=np.int64)
     for start in range(0, len(b), chunk):
         c = cosine_matrix(a, b[start:start + chunk])                        # [m, chunk]
-        better = c.max(axis=1) > best
-        index[better] = start + c.argmax(axis=1)[better]
-        best = np.maximum(best, c.max(axis=1))
+        chunk_best, chunk_index = c.max(axis=1), c.argmax(axis=1)
+        better = chunk_best > best
+        index[better], best[better] = start + chunk_index[better], chunk_best[better]
     return best, index
 
 
@@ -69,8 +71,7 @@ def centred(x: ArrayLike) -> np.ndarray:
 
 def max_cosine(a: ArrayLike, b: ArrayLike, chunk: int = 4096) -> np.ndarray:
     """For each row of `a`, its largest cosine with any row of `b` (chunked over `b` for large sets)."""
-    b = _np(b)
-    return np.max([cosine_matrix(a, b[i : i + chunk]).max(axis=1) for i in range(0, len(b), chunk)], axis=0)
+    return nearest_by_cosine(a, b, chunk)[0]
 
 
 def psnr(x: ArrayLike, reference: ArrayLike, peak: float = 1.0) -> float:

@@ -307,6 +307,11 @@ def load_data(folder) -> TestbedData:
 COPY_THRESHOLD = 0.95   # Pearson correlation of the pixels with the nearest distinct training image
 
 
+def _trained_vectors(data: TestbedData) -> np.ndarray:
+    """The distinct training images as flat vectors in [-1, 1]: [M', 768], rows in `data.trained_unique` order."""
+    return to_model_space(data.images[data.trained_unique]).reshape(len(data.trained_unique), -1)
+
+
 def copy_report(generated: torch.Tensor | np.ndarray, data: TestbedData, own: np.ndarray | None = None,
                 threshold: float = COPY_THRESHOLD) -> dict:
     """Nearest distinct training image of each generation ([n, 3, 16, 16] in [-1, 1]) by the Pearson
@@ -318,7 +323,7 @@ def copy_report(generated: torch.Tensor | np.ndarray, data: TestbedData, own: np
     """
     from .stats import centred, nearest_by_cosine, nn_distance_ratio
 
-    references = to_model_space(data.images[data.trained_unique]).reshape(len(data.trained_unique), -1)
+    references = _trained_vectors(data)
     flat = np.asarray(generated, dtype=np.float64).reshape(len(generated), -1)
     correlation, nearest = nearest_by_cosine(centred(flat), centred(references))
     nearest = data.trained_unique[nearest]
@@ -335,7 +340,7 @@ def criterion_false_copy_rate(data: TestbedData, threshold: float = COPY_THRESHO
     training images whose nearest other training image passes `threshold`, and that correlation's quantiles."""
     from .stats import centred, cosine_matrix
 
-    x = centred(to_model_space(data.images[data.trained_unique]).reshape(len(data.trained_unique), -1))
+    x = centred(_trained_vectors(data))
     c = cosine_matrix(x, x)
     np.fill_diagonal(c, -np.inf)
     nearest = c.max(axis=1)

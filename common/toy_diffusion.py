@@ -123,27 +123,28 @@ def diffusion_grads(model: DAECond, x0: torch.Tensor, x_t: torch.Tensor, sigma: 
     """
     W = model.encoder.weight                                     # [p, d]
     lin1, lin2 = model.time_mlp[0], model.time_mlp[2]
-    if matmul_dtype is None:
-        mm, W_mm, x_mm = torch.mm, W, x_t
-    else:
-        mm = lambda a, b: torch.mm(a.to(matmul_dtype), b.to(matmul_dtype)).float()
-        W_mm, x_mm = W.to(matmul_dtype), x_t.to(matmul_dtype)   # cast once, used twice each
+    # `low` gives a big matmul's operand (each cast once, though most are used twice); `.float()` brings a
+    # result back (a no-op in fp32, where this is exactly the plain fp32 computation).
+    low = (lambda t: t) if matmul_dtype is None else (lambda t: t.to(matmul_dtype))
+    W_low, x_low = low(W), low(x_t)
     log_sigma = sigma.log()                                      # [B, 1]
     z1 = torch.addmm(lin1.bias, log_sigma, lin1.weight.t()).clamp_min_(0.0)   # [B, p] ReLU(Linear(log σ))
     scale = torch.addmm(lin2.bias, z1, lin2.weight.t()).exp_()   # [B, p] exp(MLP(log σ))
-    h = mm(x_mm, W_mm.t()).clamp_min_(0.0)                       # [B, p] h = ReLU(W x_t)
+    h = torch.mm(x_low, W_low.t()).float().clamp_min_(0.0)      # [B, p] h = ReLU(W x_t)
     hs = h * scale                                               # [B, p]
-    r = mm(hs, W_mm).add_(x_t, alpha=float(model.skip)).sub_(x0)   # [B, d] x̂0 − x0
+    hs_low = low(hs)
+    r = torch.mm(hs_low, W_low).float().add_(x_t, alpha=float(model.skip)).sub_(x0)   # [B, d] x̂0 − x0
     loss = r.pow(2).mean() if with_loss else None
     r.mul_(2.0 / r.numel())                                      # [B, d] ∂L/∂x̂0
+    r_low = low(r)
     g_skip = torch.dot(r.reshape(-1), x_t.reshape(-1)).reshape(1)
-    g_hs = mm(r, W_mm.t())                                       # [B, p]
+    g_hs = torch.mm(r_low, W_low.t()).float()                    # [B, p]
     g_z2 = (g_hs * h).mul_(scale)                                # [B, p] through exp: ∂/∂z2 = ∂/∂s · s
     g_h = g_hs.mul_(scale).mul_(h > 0)                           # [B, p] through the ReLU (in place)
-    if matmul_dtype is None:
-        g_W = torch.mm(hs.t(), r).addmm_(g_h.t(), x_t)           # [p, d] decoder path + encoder path
-    else:
-        g_W = mm(hs.t(), r).add_(mm(g_h.t(), x_mm))
+    if matmul_dtype is None:                                     # [p, d] decoder path + encoder path
+        g_W = torch.mm(hs.t(), r).addmm_(g_h.t(), x_t)
+    else:                                                        # two bf16 products, summed in fp32
+        g_W = torch.mm(hs_low.t(), r_low).float().add_(torch.mm(low(g_h).t(), x_low).float())
     g_z1 = (g_z2 @ lin2.weight).mul_(z1 > 0)                     # [B, p]
     grads = {
         "encoder.weight": g_W,
