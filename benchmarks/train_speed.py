@@ -9,7 +9,9 @@ rounding separates them), and the projected time of the full paper-spec run with
 loops are `reference_train_dae` (autograd, `torch.randint` batches) and `reference_train_diffusion`
 (autograd, a shuffled `DataLoader` with drop_last). `gen-bf16` is the toy diffusion Gen config with the
 optional bf16 mode (`matmul_dtype=torch.bfloat16`: the five big matmuls in bf16) against the same fp32
-official-style loop; its weight difference is bf16 rounding, not a bug.
+official-style loop; its weight difference is bf16 rounding, not a bug. Before the diffusion rows, one line
+times the trainer's main fp32 product with torch's default CPU GEMM (MKL) and with `toy_diffusion.matmul`
+(oneDNN), which is where most of the diffusion trainer's speed-up comes from on AMD CPUs.
 Absolute times drift on shared machines; the ratio is the number to quote.
 
     python benchmarks/train_speed.py [--model dae|diffusion|all] [--steps 1000] [--repeats 3]
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -34,6 +37,21 @@ def run(build, train, x, cfg) -> tuple[float, torch.Tensor]:
     model = build()
     seconds = train(model, x, cfg, progress=False)["train_seconds"]
     return seconds / cfg.steps, model.encoder.weight.detach().clone()
+
+
+def gemm_line(repeats: int = 200) -> str:
+    """The toy diffusion trainer's main product, [256, 1024] x [1024, 256] in fp32, with torch's default CPU GEMM
+    (`torch.mm`, MKL) and with `toy_diffusion.matmul` (oneDNN), alternating."""
+    a, b = torch.randn(256, 1024), torch.randn(1024, 256)
+    times = {"mm": [], "matmul": []}
+    for _ in range(repeats):
+        for name, fn in (("mm", torch.mm), ("matmul", toy_diffusion.matmul)):
+            t0 = time.perf_counter()
+            fn(a, b)
+            times[name].append(time.perf_counter() - t0)
+    mm, ours = statistics.median(times["mm"]), statistics.median(times["matmul"])
+    return (f"fp32 GEMM 256x1024x256: torch.mm {mm * 1e3:.3f} ms, toy_diffusion.matmul (oneDNN: "
+            f"{toy_diffusion._ONEDNN_LINEAR}) {ours * 1e3:.3f} ms, ratio {mm / ours:.2f}x")
 
 
 def main() -> None:
@@ -61,6 +79,8 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {faces.source}, "
           f"{args.steps} steps x {args.repeats} repeats per loop, alternating\n")
+    if args.model in ("diffusion", "all"):
+        print(gemm_line() + "\n")
     print(f"{'model':<10}{'config':<9}{'official ms/step':>17}{'ours ms/step':>14}{'ratio':>8}{'max |dW|':>10}"
           f"{'full run, ours (s)':>20}")
     totals: dict[str, float] = {}

@@ -49,6 +49,27 @@ def test_hand_gradients_equal_autograd():
         torch.testing.assert_close(grads[name], p.grad, msg=name)
 
 
+@pytest.mark.parametrize("transpose", ["none", "a", "b"])
+def test_matmul_is_an_fp32_product_as_accurate_as_torch_mm(transpose):
+    torch.manual_seed(0)
+    a, b = torch.randn(96, 300), torch.randn(300, 40)
+    if transpose == "a":
+        a = a.t().contiguous().t()                     # strided operands, as the trainer passes them
+    if transpose == "b":
+        b = b.t().contiguous().t()
+    exact = a.double() @ b.double()
+    err = float((td.matmul(a, b).double() - exact).abs().max())
+    err_mm = float((torch.mm(a, b).double() - exact).abs().max())
+    err_bf16 = float(((a.bfloat16() @ b.bfloat16()).double() - exact).abs().max())
+    assert td.matmul(a, b).dtype == torch.float32
+    assert err < 4 * err_mm + 1e-6 and err < err_bf16 / 100     # fp32 rounding, not a reduced precision
+
+
+def test_matmul_takes_the_onednn_path_where_torch_has_onednn():
+    # the trainer's speed on AMD CPUs comes from this path; a torch build without it falls back to `mm`
+    assert td._ONEDNN_LINEAR == torch.backends.mkldnn.is_available()
+
+
 def test_bf16_matmul_mode_gives_the_fp32_gradients_to_bf16_precision():
     model = _model(d=256, hidden=64)
     x0 = torch.randn(32, 256) * 0.5
@@ -77,6 +98,15 @@ def test_batches_are_shuffled_epochs_without_repeats():
     assert len(set(epoch.tolist())) == 9
     with pytest.raises(ValueError, match="batch_size 11"):
         td._Batches(10, 11)
+
+
+def test_full_batch_is_every_image_each_step_in_a_new_order():
+    # the official Mem loop: DataLoader(batch_size=len(dataset), shuffle=True), one epoch per step
+    torch.manual_seed(0)
+    batches = td._Batches(5, None)
+    orders = [batches.next().tolist() for _ in range(10)]
+    assert all(sorted(order) == [0, 1, 2, 3, 4] for order in orders)
+    assert len({tuple(order) for order in orders}) > 1
 
 
 @pytest.mark.parametrize("cfg", [replace(td.GEN_CONFIG, steps=40, batch_size=128),
