@@ -35,7 +35,7 @@ def test_relu_dae_memorizes_with_five_copies_and_generalizes_with_templates(tmp_
 
 
 def test_relu_diffusion_memorizing_model_copies_and_generalizing_model_does_not(tmp_path, monkeypatch):
-    """The paper-spec runs (100k + 200k steps, and the Mem run at eight seeds: ~21 minutes on 2 cores)."""
+    """The paper-spec runs (100k + 200k steps, and the Mem run at eight seeds: ~25 minutes on 2 cores)."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     r = _run("ReLU_Diffusion", tmp_path, DATA_SOURCE="lfw")
     assert r["mem"]["memorized_fraction_nn_ratio"] >= 0.95
