@@ -68,7 +68,6 @@ SEEDS_PER_PROMPT = 3
 TRAJECTORY_LAYER = "up_blocks.0.resnets.1.norm1"   # GroupNorm entering resnet 1: 2560 channels in SD v1.4
 
 
-
 @dataclass(frozen=True)
 class SteeringTask:
     """What to steer toward and whom: the reference prompts (POS builds v; POS and NEG define the concept
