@@ -8,7 +8,9 @@ Each module is one concept and imports alone:
     data      CelebA (HF stream / local folder / cache) and the offline LFW face stand-in
     stats     representation statistics (std, l2, l4/l2), cosine similarity, PSNR, memorization criteria
     dae       the tied two-layer ReLU denoising autoencoder f(x) = W ReLU(Wᵀx) and its trainer
-    toy_diffusion  the time-conditioned ReLU DAE (a VE x0-predictor), its trainer and reverse-VE sampler
+    toy_diffusion  the time-conditioned ReLU DAE (a VE x0-predictor), its trainer (one seed or several at once),
+              the reverse-VE sampler, the clean/ghost test of a memorizing run
+    official  the official notebooks' models and training cells as written: the reference for tests and benchmarks
     plotting  the paper's figure style, saving to Figs/
     network   fast offline-safe reachability probes, a cached download
     notebooks the papermill runner behind `make figures` (and what a notebook requires to run)

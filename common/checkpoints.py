@@ -47,6 +47,11 @@ def load_official_state(path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
+def cache_path(name: str, key: dict, cache_dir=None) -> Path:
+    """`<cache_dir>/<name>-<hash of key>.safetensors`: where the checkpoint of this exact config lives."""
+    return Path(cache_dir or CHECKPOINT_CACHE) / f"{name}-{config_key(key)}.safetensors"
+
+
 def train_or_load(name: str, key: dict, train: Callable[[], tuple[nn.Module, dict]],
                   load: Callable[[Path], tuple[nn.Module, dict]], save: Callable[[nn.Module, Path, dict], None],
                   cache_dir=None) -> tuple[nn.Module, dict]:
@@ -54,7 +59,7 @@ def train_or_load(name: str, key: dict, train: Callable[[], tuple[nn.Module, dic
 
     Returns (model, info): the training log or the saved metadata, plus "cached" and "checkpoint".
     """
-    path = Path(cache_dir or CHECKPOINT_CACHE) / f"{name}-{config_key(key)}.safetensors"
+    path = cache_path(name, key, cache_dir)
     if path.exists():
         model, meta = load(path)
         print(f"{name}: loaded cached checkpoint {path.name} (trained in {meta['train_seconds']:.0f} s)")
@@ -62,3 +67,11 @@ def train_or_load(name: str, key: dict, train: Callable[[], tuple[nn.Module, dic
     model, log = train()
     save(model, path, log)
     return model, {**log, "cached": False, "checkpoint": str(path)}
+
+
+def check_state_shapes(path, state: dict[str, torch.Tensor], model: nn.Module, what: str) -> None:
+    """Raise unless `state` has exactly `model`'s keys and shapes; the message lists what was expected and found."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        raise ValueError(f"{path}: not a checkpoint of {what}. Expected keys and shapes {expected}; found {found}")

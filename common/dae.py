@@ -16,9 +16,10 @@ In code W₁ᵀ is `encoder.weight` [p, d] and the tie W₂ = W₁ is made in on
                  the optimizer keeps one state and applies weight decay once.
 
 `train_dae` computes the same gradients as autograd by hand (five matmuls, no graph) and hands them to the
-stock torch optimizer; it draws the batch indices and the noise from the global torch generator in the
-order the official loop does, so for the same seed it follows the official training run (up to float
-rounding). `reference_train_dae` is that official loop, kept for tests and benchmarks.
+stock torch optimizer. It follows the official training cell's random stream: the seed is set once, before the
+model is built (`build_dae`), and the batch indices and the noise are drawn from the global torch generator in
+the official loop's order, so for one seed it is the official run up to float rounding (tested against
+`common.official`, the cell as written).
 """
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ class TiedDAE(nn.Module):
         return F.linear(h, self.encoder.weight.t())            # [B, d]
 
 
+def build_dae(seed: int, d: int = 1024, p: int = 100, tie: str = "alias") -> TiedDAE:
+    """`torch.manual_seed(seed)`, then the model: the official cells' order. Training that follows on the global
+    generator continues the same random stream, as the official loop does."""
+    torch.manual_seed(seed)
+    return TiedDAE(d=d, p=p, tie=tie)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------
@@ -80,7 +88,7 @@ class DAETrainConfig:
     steps: int = 50_000
     batch_size: int | None = None    # None: full batch; else drawn with replacement (torch.randint)
     sigma: float = 0.2
-    seed: int = 1
+    seed: int = 1                    # set once, before the model is built (`build_dae`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,13 +104,14 @@ OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "adamw":
 FUSED_ON_CPU = {"adam", "adamw", "sgd"}  # torch ships fused CPU kernels for these (RMSprop has none)
 
 
-def make_optimizer(model: nn.Module, cfg: DAETrainConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """The stock torch optimizer of `cfg`. `fused=True` picks torch's fused kernel where one exists: the same
-    update rule, one pass over each parameter instead of several (10x faster for Adam on 100x1024 weights)."""
+def make_optimizer(params, cfg: DAETrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """The stock torch optimizer of `cfg` over `params` (e.g. `model.parameters()`). `fused=True` picks torch's
+    fused kernel where one exists: the same update rule, one pass over each parameter instead of several (10x
+    faster for Adam on 100x1024 weights)."""
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
     kwargs = {"fused": True} if fused and cfg.optimizer in FUSED_ON_CPU else {}
-    return OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+    return OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 
 def effective_lambda(cfg: DAETrainConfig, d: int, tie: str = "alias") -> float:
@@ -153,17 +162,18 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
     during training). The global torch RNG state is saved and restored around it, so a callback that draws
     random numbers does not change the run; its time is not counted in `train_seconds`.
 
-    Faithful to the official loop (same objective, optimizer, batch and noise draws: the same run up to float
-    rounding), faster: no autograd graph, gradients by five matmuls, preallocated buffers filled in place, and
-    torch's fused optimizer kernel where one exists.
+    The draws come from the global generator *as it is*: no seed is set here, so `build_dae(cfg.seed)` followed
+    by this call continues the seed's stream exactly as the official cell does (same objective, optimizer, batch
+    and noise draws: the same run up to float rounding). Faster than the official loop: no autograd graph,
+    gradients by five matmuls, preallocated buffers filled in place, and torch's fused optimizer kernel where one
+    exists.
     """
     from tqdm.auto import trange
 
-    torch.manual_seed(cfg.seed)
     x_train = torch.as_tensor(x_train, dtype=torch.float32).contiguous()
     n = len(x_train)
     E = model.encoder.weight                                  # [p, d], shared by both aliases
-    opt = make_optimizer(model, cfg, fused=True)
+    opt = make_optimizer(model.parameters(), cfg, fused=True)
     params = list(model.parameters())                         # [encoder, decoder] or [encoder]
     B = n if cfg.batch_size is None else cfg.batch_size
     noise, x_noisy = torch.empty(B, x_train.shape[1]), torch.empty(B, x_train.shape[1])
@@ -193,24 +203,6 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
     return {"loss_steps": loss_steps, "losses": losses, "train_seconds": time.perf_counter() - t0 - callback_seconds}
 
 
-def reference_train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progress: bool = False) -> dict:
-    """The official notebook's loop, verbatim in spirit: autograd, `randn_like`, default optimizer."""
-    from tqdm.auto import trange
-
-    torch.manual_seed(cfg.seed)
-    x_train = torch.as_tensor(x_train, dtype=torch.float32)
-    opt, loss_fn, n = make_optimizer(model, cfg), nn.MSELoss(), len(x_train)
-    t0 = time.perf_counter()
-    for _ in trange(cfg.steps, disable=not progress):
-        x = x_train if cfg.batch_size is None else x_train[torch.randint(0, n, (cfg.batch_size,))]
-        out = model(x + cfg.sigma * torch.randn_like(x))
-        loss = loss_fn(out, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return {"train_seconds": time.perf_counter() - t0}
-
-
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------
@@ -220,21 +212,26 @@ def save_dae(model: TiedDAE, path, metadata: dict | None = None) -> None:
 
 
 def load_dae(path, tie: str | None = None) -> tuple[TiedDAE, dict]:
-    """Load a checkpoint written by `save_dae` (.safetensors) or an official `DAE_sample_*.pth`
-    (a Linear state dict with `encoder.weight` [p, d] and `decoder.weight` [d, p], read with
-    `weights_only=True`). Returns (model, metadata)."""
+    """Load a checkpoint written by `save_dae` (.safetensors) or an official `DAE_sample_*.pth`: the state dict
+    of the official `DAE`, whose layers sit in `nn.Sequential`s — `encoder.0.weight` [p, d] and
+    `decoder.0.weight` [d, p] = encoder.0.weightᵀ — read with `weights_only=True`. Also accepted: the same
+    without the Sequential (`encoder.weight`, `decoder.weight`). Any other keys, an untied decoder or shapes
+    that do not fit are refused, naming what was expected and found. Returns (model, metadata)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         state, meta = load_safetensors(path)
         tie = tie or meta.pop("tie", "alias")
         meta.pop("tie", None)
     else:
-        state, meta, tie = load_official_state(path), {"official_checkpoint": str(path)}, tie or "alias"
-        if "encoder.weight" not in state:
-            raise KeyError(f"{path}: expected an 'encoder.weight' entry, found {sorted(state)[:6]}")
-        if "decoder.weight" in state and not torch.allclose(state["decoder.weight"], state["encoder.weight"].t(),
-                                                            atol=1e-6):
-            raise ValueError(f"{path}: decoder.weight is not encoder.weightᵀ; this is not a tied DAE")
+        raw, meta, tie = load_official_state(path), {"official_checkpoint": str(path)}, tie or "alias"
+        state = {k.replace("encoder.0.", "encoder.").replace("decoder.0.", "decoder."): v for k, v in raw.items()}
+        if set(state) != {"encoder.weight", "decoder.weight"}:
+            raise KeyError(f"{path}: expected the official DAE's keys ['decoder.0.weight', 'encoder.0.weight'], "
+                           f"found {sorted(raw)}")
+        enc, dec = state["encoder.weight"], state.pop("decoder.weight")
+        if dec.shape != enc.t().shape or not torch.allclose(dec, enc.t(), atol=1e-6):
+            raise ValueError(f"{path}: decoder weight {tuple(dec.shape)} is not the encoder weight "
+                             f"{tuple(enc.shape)} transposed; this is not a tied DAE")
     weight = state["encoder.weight"]
     model = TiedDAE(d=weight.shape[1], p=weight.shape[0], tie=tie)
     with torch.no_grad():
@@ -249,11 +246,10 @@ def train_or_load(x_train, cfg: DAETrainConfig, p: int, tie: str = "alias", name
     Returns (model, info) with info = {"train_seconds", "cached", "checkpoint", "loss_steps", "losses"}."""
     x_train = torch.as_tensor(x_train, dtype=torch.float32)
     key = {"model": {"d": x_train.shape[1], "p": p, "tie": tie}, "train": cfg.to_dict(),
-           "data": array_fingerprint(x_train), "trainer": "train_dae/v1"}
+           "data": array_fingerprint(x_train), "trainer": "train_dae/v2"}   # v2: seed once, before the build
 
     def train():
-        torch.manual_seed(cfg.seed)                            # the official notebooks seed before building
-        model = TiedDAE(d=x_train.shape[1], p=p, tie=tie)
+        model = build_dae(cfg.seed, d=x_train.shape[1], p=p, tie=tie)
         return model, train_dae(model, x_train, cfg, progress=progress)
 
     return checkpoints.train_or_load(name, key, train, load_dae, save_dae, cache_dir)
@@ -279,6 +275,6 @@ def theoretical_mem_loss(x: np.ndarray, sigma: float, n_lambda: float = 0.0) -> 
     return float(np.mean((s - 1.0) ** 2 * sq + sigma**2 * s**2))
 
 
-__all__ = ["TiedDAE", "DAETrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_dae", "reference_train_dae",
+__all__ = ["TiedDAE", "build_dae", "DAETrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_dae",
            "train_or_load", "tied_dae_grads", "effective_lambda", "predicted_column_norms", "save_dae", "load_dae",
            "live_units", "theoretical_mem_loss", "make_optimizer"]

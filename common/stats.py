@@ -108,9 +108,22 @@ def nn_distance_ratio(samples: ArrayLike, train: ArrayLike) -> np.ndarray:
     return np.divide(dist[:, 0], dist[:, 1], out=np.zeros(len(dist)), where=dist[:, 1] > 0)
 
 
-def memorized_fraction_nn_ratio(samples: ArrayLike, train: ArrayLike, threshold: float = 1 / 3) -> float:
-    """Fraction of samples whose NN distance ratio is below `threshold` (Gu et al. 2025: 1/3)."""
+def memorized_fraction_nn_ratio(samples: ArrayLike, train: ArrayLike, threshold: float = 1 / 3,
+                                scale_free: bool = False) -> float:
+    """Fraction of samples whose NN distance ratio is below `threshold` (Gu et al. 2025: 1/3).
+
+    `scale_free=True` applies the test to directions: samples and training images each scaled to unit norm
+    first, so a faint copy of a training image (the same direction at a fraction of its norm) counts as a copy.
+    """
+    if scale_free:
+        samples, train = unit_rows(samples), unit_rows(train)
     return float((nn_distance_ratio(samples, train) < threshold).mean())
+
+
+def unit_rows(x: ArrayLike) -> np.ndarray:
+    """Each row scaled to unit Euclidean norm (all-zero rows stay zero)."""
+    x = _np(x).astype(np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def memorized_fraction_cos(samples: ArrayLike, train: ArrayLike, threshold: float = 0.95) -> float:

@@ -21,6 +21,14 @@ def lfw_small():
 
 
 @pytest.fixture(scope="session")
+def standin_faces():
+    """The LFW stand-in at n = 2,000: enough rows for the official Gen loaders' batches of 256."""
+    from common.data import load_faces
+
+    return load_faces(2000, 20, source="lfw")
+
+
+@pytest.fixture(scope="session")
 def tiny_pipe():
     """The random-weight tiny Stable Diffusion pipeline (CPU, fp32), shared across tests; tests must not modify it."""
     from common.pipelines import load_pipeline

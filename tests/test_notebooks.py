@@ -22,10 +22,11 @@ EXPECTED = {
     "ReLU_Diffusion": {
         "figures": ["celeba_sampling_mem", "celeba_sampling_gen", "celeba_sampling_memorization",
                     "celeba_diffusion_rep"],
-        "keys": ["data_source", "mem.memorized_fraction_nn_ratio", "gen.memorized_fraction_nn_ratio",
-                 "mem.memorized_fraction_cos", "gen.memorized_fraction_cos", "mem.rep_std_mean",
-                 "gen.rep_std_mean", "mem.live_units", "gen.live_units", "train_seconds.mem",
-                 "train_seconds.gen", "train_seconds.total"],
+        "keys": ["data_source", "mem.memorized_fraction_nn_ratio_unit_norm", "gen.memorized_fraction_nn_ratio_unit_norm",
+                 "mem.memorized_fraction_cos", "gen.memorized_fraction_cos", "mem.memorized_fraction_nn_ratio",
+                 "mem.norm_over_nn_norm_quantiles", "mem.rep_std_mean", "gen.rep_std_mean", "mem.live_units",
+                 "gen.live_units", "mem_seed", "mem_headline_clean", "mem_seeds", "mem_ghost_fraction",
+                 "mem_clean_fraction", "train_seconds.mem", "train_seconds.gen", "train_seconds.total"],
     },
     "ReLU_DAE_regimes": {
         "figures": ["regimes_mog_blocks", "regimes_cor32_columns", "regimes_cor32", "regimes_hybrid",
@@ -142,3 +143,43 @@ def test_requirements_combine_into_one_line_and_pass_stand_in_parameters(tmp_pat
     assert notebooks.main([str(tmp_path / "y.ipynb")]) == 0 and ran == [{"MODEL": "testbed"}]
     with pytest.raises(KeyError, match="unknown requirement 'zzz'"):
         notebooks.check_requirements(write_notebook(tmp_path / "z.ipynb", ["zzz"]))
+
+
+def _official_files(tmp_path, module, live):
+    """Two checkpoints as the official notebooks write them (`torch.save(model.state_dict(), path)` of the official
+    class), with `live[i]` weight rows of norm 0.6 and the rest of norm 1e-3, so the notebook's live-unit count shows
+    which file it read."""
+    import torch
+
+    paths = []
+    for name, n_live in zip(("mem", "gen"), live):
+        torch.manual_seed(0)
+        model = module()
+        W = model.encoder[0].weight if isinstance(model.encoder, torch.nn.Sequential) else model.encoder.weight
+        with torch.no_grad():
+            W.mul_(torch.where(torch.arange(len(W)) < n_live, 0.6, 1e-3)[:, None] / W.norm(dim=1, keepdim=True))
+        paths.append(tmp_path / f"official_{name}.pth")
+        torch.save(model.state_dict(), paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("name", ["ReLU_DAE", "ReLU_Diffusion"])
+def test_theory_notebook_evaluates_official_checkpoint_files(name, tmp_path, monkeypatch):
+    """The documented OFFICIAL_MEM_CHECKPOINT / OFFICIAL_GEN_CHECKPOINT parameters, on files written by the official
+    classes (`common.official`: the real module nesting, key names and shapes)."""
+    from common import official
+
+    monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
+    module = official.DAE if name == "ReLU_DAE" else official.DAECond
+    mem_path, gen_path = _official_files(tmp_path, module, live=(3, 7))
+    notebook = next(nb for nb in all_notebooks() if nb.stem == name)
+    run_notebook(notebook, tmp_path / notebook.name, {**smoke_parameters(notebook, tmp_path),
+                 "OFFICIAL_MEM_CHECKPOINT": str(mem_path), "OFFICIAL_GEN_CHECKPOINT": str(gen_path)}, timeout=600)
+    payload = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+    assert payload["config"]["official_checkpoints"] == [str(mem_path), str(gen_path)]
+    assert payload["mem"]["live_units"] == 3
+    if name == "ReLU_DAE":
+        assert payload["gen"]["units_norm_gt_0_5"] == 7
+        assert payload["train_seconds"] == {"mem": None, "gen": None}
+    else:
+        assert payload["gen"]["live_units"] == 7 and payload["mem_seed"] is None

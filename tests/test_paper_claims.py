@@ -35,13 +35,18 @@ def test_relu_dae_memorizes_with_five_copies_and_generalizes_with_templates(tmp_
 
 
 def test_relu_diffusion_memorizing_model_copies_and_generalizing_model_does_not(tmp_path, monkeypatch):
-    """The paper-spec runs (100k + 200k steps, and the Mem run at eight seeds: ~25 minutes on 2 cores)."""
+    """The paper-spec runs (Gen 200k steps; Mem 100k steps at eight seeds in one batched run): about an hour on an
+    AVX2-only 2-core CPU, about half that with AVX-512. Issue 12's Done-when: the headline Mem run is clean and
+    memorizes by the scale-free tests; the Gen run does not."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     r = _run("ReLU_Diffusion", tmp_path, DATA_SOURCE="lfw")
-    assert r["mem"]["memorized_fraction_nn_ratio"] >= 0.95
-    assert r["gen"]["memorized_fraction_nn_ratio"] <= 0.10
-    assert r["mem"]["rep_std_mean"] > r["gen"]["rep_std_mean"]
-    assert r["mem"]["live_units"] <= 10
+    mem, gen = r["mem"], r["gen"]
+    assert r["mem_headline_clean"] and r["mem_seed"] in [s["seed"] for s in r["mem_seeds"] if s["clean"]]
+    assert mem["live_units"] <= 10
+    assert mem["memorized_fraction_nn_ratio_unit_norm"] >= 0.5 and mem["memorized_fraction_cos"] >= 0.5
+    assert gen["memorized_fraction_nn_ratio_unit_norm"] <= 0.05 and gen["memorized_fraction_cos"] <= 0.05
+    assert mem["rep_std_mean"] > gen["rep_std_mean"]
+    assert len(r["mem_seeds"]) == 8 and 0 <= r["mem_ghost_fraction"] < 1
 
 
 def test_relu_dae_regimes_holds_the_theorems_against_trained_networks(tmp_path, monkeypatch):

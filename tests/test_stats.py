@@ -60,3 +60,15 @@ def test_memorized_fraction_cos_threshold_is_inclusive():
     c = 0.95
     samples = np.array([[c, np.sqrt(1 - c**2)], [1.0, 1.0], [0.0, 2.0]])  # cos 0.95, 0.707, 1.0
     assert stats.memorized_fraction_cos(samples, train) == pytest.approx(2 / 3)
+
+
+def test_scale_free_nn_ratio_sees_a_faint_copy():
+    """A sample at 5 % of a training image's norm along its direction: no copy by Euclidean distance (it sits near
+    the origin, about as far from every image), a copy on unit-normalised vectors."""
+    g = np.random.default_rng(0)
+    train = g.normal(size=(5, 256)) * 0.8
+    faint = 0.05 * train[:3] + 0.002 * g.normal(size=(3, 256))
+    assert stats.memorized_fraction_nn_ratio(faint, train) == 0.0
+    assert stats.memorized_fraction_nn_ratio(faint, train, scale_free=True) == 1.0
+    np.testing.assert_allclose(np.linalg.norm(stats.unit_rows(train), axis=1), 1.0)
+    assert np.array_equal(stats.unit_rows(np.zeros((1, 4))), np.zeros((1, 4)))
