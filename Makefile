@@ -30,6 +30,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/train_speed.py
 	$(OFFLINE) $(PY) benchmarks/detect_speed.py
+	$(OFFLINE) $(PY) benchmarks/table1_speed.py --model testbed
+	$(OFFLINE) $(PY) benchmarks/table1_speed.py --model sd14
 
 # Every notebook in SMOKE mode, outputs in smoke-out/ (a quick look without touching Figs/ or results/).
 smoke: $(STAMP)

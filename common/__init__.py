@@ -20,8 +20,9 @@ Stable Diffusion (memorization detection; any diffusers UNet pipeline works the 
     prompts         the memorized and generalized prompt lists, VM/TM labels
     generate        batched, seeded, resumable generation with a manifest
     hooks           record named module outputs (context manager)
-    representations image -> pooled UNet activation -> std: the prompt-free detector
-    baselines       Wen et al.'s text-conditional noise norm
+    representations image -> pooled UNet activation (the representation the paper's detector reads)
+    detectors       Table 1's memorization detectors, one module each, one call: std (the paper), Wen et al.,
+                    NeMo, LID (FLIPD), Carlini et al.
     metrics         AUROC, TPR@1%FPR (strict and official), bootstrap CIs
     steering        add α·v to named UNet outputs during sampling (context manager)
     steerability    α sweeps and how far they move each generation

@@ -69,6 +69,17 @@ def image_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
+# Methods that sample a prompt several times (Wen et al.'s 4 generations, Carlini et al.'s N, NeMo's 10 seeds) seed
+# generation k of the prompt whose image has seed s with s + k * REPEAT_SEED_STRIDE: k = 0 is the image itself,
+# and the strides keep the repeats of different prompts (seeds 0..~10^5) apart.
+REPEAT_SEED_STRIDE = 1_000_000
+
+
+def repeat_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of `n` generations of one prompt, the first being `seed` (its scored image)."""
+    return [int(seed) + k * REPEAT_SEED_STRIDE for k in range(n)]
+
+
 def seeded_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     """One seeded CPU generator per item (prompt or image): what makes a result independent of its batch neighbours."""
     return [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]

@@ -52,6 +52,18 @@ EXPECTED = {
                        "VM_TM_LABELS": SHARED_PROMPTS / "memorized_laion_prompts.csv",
                        "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
     },
+    "Table1_detection": {
+        "figures": ["table1_roc", "table1_control"],
+        "keys": ["model", "n.mem", "n.gen", "n.control", "std_rank_by_auroc", "paper.std.laion.auroc",
+                 *[f"laion.{method}.{key}" for method in ("carlini", "wen", "wen-4x50", "nemo", "nemo-ssim", "lid",
+                                                          "lid-cond", "std")
+                   for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_official",
+                               "seconds_per_sample", "prompt_free", "auroc_vs_low_dose_titles", "time_ratio_to_std")],
+                 "laion.carlini.verdict_fraction_mem"],
+        "parameters": {"MEM_PROMPTS": SHARED_PROMPTS / "sdv1_500_memorized.jsonl",
+                       "VM_TM_LABELS": SHARED_PROMPTS / "memorized_laion_prompts.csv",
+                       "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
+    },
     "SD_steering": {
         "figures": ["laion_steering_gen", "laion_steering_mem", "laion_rep_traj", "laion_steerability"],
         "keys": ["model", "alphas", "vector_norms", "gen.change_by_alpha", "mem.change_by_alpha",
@@ -79,14 +91,14 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch):
     assert payload["smoke"] is True
 
 
-@pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering"])
+@pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering", "Table1_detection"])
 def test_sd_notebook_smoke_run_is_on_the_tiny_pipeline_and_default_run_needs_the_weights(name):
     notebook = next(nb for nb in all_notebooks() if nb.stem == name)
     assert notebooks.notebook_settings(notebook) == {"requires": ["stable-diffusion"],
                                                      "smoke_parameters": {"MODEL": "tiny"}}
 
 
-@pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering"])
+@pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering", "Table1_detection"])
 def test_sd_notebook_runs_on_a_smoke_testbed_and_says_so(name, tmp_path, monkeypatch):
     """The path `make figures` takes without SD v1.4: the notebook on a (SMOKE-size) CPU testbed folder."""
     from common import testbed
@@ -98,9 +110,12 @@ def test_sd_notebook_runs_on_a_smoke_testbed_and_says_so(name, tmp_path, monkeyp
                  timeout=600)
     payload = json.loads((tmp_path / "results" / f"{name}.json").read_text())
     assert payload["model"] == "cpu-testbed" and payload["model_path"] == str(folder)
+    data = testbed.load_data(folder)
     if name == "SD_compare_reps":
-        data = testbed.load_data(folder)
         assert payload["n_mem"] == len(data.indices("memorized")) and payload["prompt_source"]["mem"].startswith("cpu-testbed")
+    elif name == "Table1_detection":              # the control: the titles trained once or twice
+        assert payload["n"]["control"] == sum(len(data.indices("dose", d)) for d in (1, 2)) > 0
+        assert payload["settings"]["nemo_statistics"].endswith("calibration prompts")
     else:
         assert payload["task"] == "dark background"
 

@@ -1,11 +1,12 @@
-"""The detector and the Wen et al. baseline, each against a computation written out step by step."""
+"""The representation behind the std detector, against the paper's recipe written out step by step (the detectors
+themselves: test_detectors.py)."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common import baselines, representations as reps, stats
+from common import representations as reps, stats
 
 LAYER = reps.DETECTION_LAYER
 
@@ -82,36 +83,3 @@ def test_wrong_size_images_are_resized_and_it_is_said_once(tmp_path, capsys):
     assert images.shape == (3, 3, 32, 32)
     torch.testing.assert_close(images[:, :, 5, 5], torch.tensor([[1.0, -1.0, 128 / 127.5 - 1]] * 3))
     assert capsys.readouterr().out.strip().splitlines() == ["resized 2 of 3 images to 32x32 (the pipeline's resolution)"]
-
-
-@torch.no_grad()
-def test_wen_score_is_the_text_noise_norm_at_the_first_ddim_step(tiny_pipe):
-    pipe, prompts, seeds = tiny_pipe, ["a red square", "a blue circle"], [3, 4]
-    side = pipe.unet.config.sample_size
-    uncond = empty_prompt_embedding(pipe)
-    expected = []
-    for prompt, seed in zip(prompts, seeds):
-        x_T = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(seed))   # DDIM init sigma = 1
-        ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
-        cond = pipe.text_encoder(ids)[0]
-        first_t = 49 * (1000 // 50) + 1                                        # DDIM 50 steps, steps_offset 1: 981
-        eps = pipe.unet(torch.cat([x_T, x_T]), first_t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-        expected.append(float((eps[1] - eps[0]).norm()))
-    scores = baselines.wen_text_noise_norm(pipe, prompts, seeds, num_steps=1, batch_size=2, progress=False)
-    np.testing.assert_allclose(scores, expected, rtol=1e-4)
-
-
-@torch.no_grad()
-def test_wen_score_stops_the_stock_pipeline_after_its_steps(tiny_pipe):
-    calls = []
-    handle = tiny_pipe.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    try:
-        baselines.wen_text_noise_norm(tiny_pipe, ["a", "b", "c"], [0, 1, 2], num_steps=3, batch_size=2, progress=False)
-    finally:
-        handle.remove()
-    assert calls == [4, 4, 4, 2, 2, 2]                                          # 3 CFG passes per batch, then stop
-    with pytest.raises(ValueError, match="guidance"):
-        baselines.wen_text_noise_norm(tiny_pipe, ["a"], [0], guidance_scale=1.0, progress=False)
-    with pytest.raises(ValueError, match="one seed per prompt"):
-        baselines.wen_text_noise_norm(tiny_pipe, ["a", "b"], [0], progress=False)

@@ -1,0 +1,122 @@
+"""Ross et al. (ICLR 2025): memorized samples sit where the model's local intrinsic dimension (LID) is low.
+LID by FLIPD (Kamkari et al. 2024), as their official `FlipdEstimator` (layer6ai-labs/flipd;
+../shared/docs/table1-notes.md §5).
+
+Input: the image's VAE posterior **mean** × scaling factor = x ∈ R^D (SD v1.4: D = 4·64·64 = 16,384). SD's
+discrete schedule is read as a linear VP SDE, β(t) = β_min + (β_max − β_min) t with β_min = 0.85, β_max = 12, at
+t₀ = 0.01:
+
+    B = β_min t₀ + (β_max − β_min) t₀² / 2,   ψ = exp(−B/2) = 0.9955,   σ = sqrt(1 − exp(−B)) = 0.0950
+    FLIPD(x) = D − σ · tr(∂ε/∂y) + ‖ε(y)‖²,    y = ψ x,   ε = ε_θ(y, t = 1000 t₀ = 10, c)     (no CFG)
+
+(their f = −ε; the score's divergence term σ²·tr(∇s) with s = −ε/σ). The trace is exact when D ≤ 3,500 (their
+code switches silently; the CPU testbed's D = 256), else Hutchinson with one Gaussian probe v drawn once with
+seed 42 and used for every sample: tr ≈ vᵀ(∂ε/∂y)v. Both are computed by reverse mode here: the exact trace
+runs D copies of each y in one batch and back-propagates the sum of the diagonal outputs (the copies are
+independent, so copy j's gradient is row j of the Jacobian); Hutchinson back-propagates ⟨ε(y), v⟩, giving
+vᵀJ, whose product with v is the same number as their vᵀ(Jv).
+
+Score = −FLIPD (low LID = memorized). Variants: "lid" with the empty prompt — prompt-free, Table 1's column —
+and "lid-cond" with the caption (their default).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .base import Detector, Samples, batches, check_positive
+
+T0 = 0.01
+BETA_MIN, BETA_MAX = 0.85, 12.0          # SD v1.4 read as a linear VP SDE (their `lid_*.yaml`)
+EXACT_TRACE_MAX_DIM = 3500               # their switch from Hutchinson to the exact trace
+PROBE_SEED = 42
+TRACE_MODES = ("auto", "exact", "hutchinson")
+
+
+def vp_coefficients(t0: float = T0, beta_min: float = BETA_MIN, beta_max: float = BETA_MAX) -> tuple[float, float]:
+    """(ψ, σ) of the linear VP SDE at t0: the signal scale and the noise std of y = ψ x + σ ε."""
+    integral = beta_min * t0 + (beta_max - beta_min) * t0**2 / 2
+    return math.exp(-integral / 2), math.sqrt(1.0 - math.exp(-integral))
+
+
+def exact_trace(eps_fn: Callable, y: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """tr(∂ε/∂y) of each sample, exactly: [B]. `eps_fn(rows, owner)` maps a batch of inputs to ε of the same shape,
+    each row independently; owner[r] says which sample row r copies (for per-sample conditioning)."""
+    n, d = len(y), y[0].numel()
+    owner = torch.arange(n).repeat_interleave(d)                                  # [n*d] sample of each copy
+    coord = torch.arange(d).repeat(n)                                             # [n*d] its coordinate
+    trace = torch.zeros(n, dtype=torch.float64)
+    for part in batches(n * d, chunk):
+        rows = y[owner[part]].detach().clone().requires_grad_(True)              # [R, ...] copies of y
+        out = eps_fn(rows, owner[part]).flatten(1)                                # [R, D]
+        picked = out.gather(1, coord[part, None].to(out.device)).sum()           # Σ_r ε_{coord r}(copy r)
+        (grad,) = torch.autograd.grad(picked, rows)
+        diagonal = grad.flatten(1).gather(1, coord[part, None].to(grad.device))  # [R, 1] ∂ε_j/∂y_j
+        trace.index_add_(0, owner[part], diagonal[:, 0].double().cpu())
+    return trace
+
+
+def hutchinson_trace(eps_fn: Callable, y: torch.Tensor, probes: int = 1, seed: int = PROBE_SEED) -> torch.Tensor:
+    """vᵀ(∂ε/∂y)v averaged over `probes` Gaussian probes, the same probes for every sample: [B]."""
+    generator = torch.Generator().manual_seed(seed)
+    v = torch.randn((probes, *y.shape[1:]), generator=generator).to(y.device, y.dtype)   # [P, ...]
+    owner = torch.arange(len(y))
+    estimates = []
+    for p in range(probes):
+        rows = y.detach().clone().requires_grad_(True)
+        out = eps_fn(rows, owner)                                                      # [B, ...]
+        (grad,) = torch.autograd.grad((out * v[p]).sum(), rows)                        # vᵀJ per sample
+        estimates.append((grad * v[p]).flatten(1).sum(dim=1).double().cpu())           # [B]
+    return torch.stack(estimates).mean(dim=0)
+
+
+def flipd(eps_fn: Callable, x: torch.Tensor, t0: float = T0, beta_min: float = BETA_MIN, beta_max: float = BETA_MAX,
+          trace: str = "auto", probes: int = 1, probe_seed: int = PROBE_SEED, chunk: int = 256) -> np.ndarray:
+    """FLIPD of each x ([B, ...]): D − σ tr(∂ε/∂y) + ‖ε(y)‖² at y = ψ x. float64 [B]."""
+    if trace not in TRACE_MODES:
+        raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
+    probes = check_positive(probes, "probes")
+    psi, sigma = vp_coefficients(t0, beta_min, beta_max)
+    d = x[0].numel()
+    y = psi * x
+    with torch.no_grad():
+        norm2 = eps_fn(y, torch.arange(len(y))).flatten(1).double().pow(2).sum(dim=1).cpu()   # [B] ‖ε(y)‖²
+    exact = trace == "exact" or (trace == "auto" and d <= EXACT_TRACE_MAX_DIM)
+    tr = exact_trace(eps_fn, y, chunk) if exact else hutchinson_trace(eps_fn, y, probes, probe_seed)
+    return (d - sigma * tr + norm2).numpy()
+
+
+@torch.no_grad()
+def latent_means(pipe, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """VAE posterior means × scaling factor: [N, 4, h, w] (their input to FLIPD; no sampling)."""
+    out = [pipe.vae.encode(images[part].to(pipe.device, pipe.vae.dtype)).latent_dist.mean
+           for part in batches(len(images), batch_size)]
+    return torch.cat(out) * pipe.vae.config.scaling_factor
+
+
+def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0, trace: str = "auto",
+              probes: int = 1, batch_size: int = 8, chunk: int = 256) -> np.ndarray:
+    """−FLIPD of each image on the pipeline's UNet, with the empty prompt or (conditional) the caption."""
+    prompts = list(samples.prompts) if conditional else [""] * len(samples)
+    timestep = torch.tensor(round(1000 * t0), device=pipe.device)
+    scores = []
+    for part in batches(len(samples), batch_size):
+        x = latent_means(pipe, samples.images[part]).float()                                   # [B, 4, h, w]
+        embedding, _ = pipe.encode_prompt(prompts[part], pipe.device, 1, False)              # [B, tokens, width]
+        embedding = embedding.to(pipe.unet.dtype)
+
+        def eps_fn(rows, owner):
+            return pipe.unet(rows.to(pipe.unet.dtype), timestep, encoder_hidden_states=embedding[owner]).sample.float()
+
+        scores.append(-flipd(eps_fn, x, t0, trace=trace, probes=probes, chunk=chunk))
+    return np.concatenate(scores)
+
+
+LID = Detector("lid", "Ross et al. LID (FLIPD), empty prompt", "lid", needs_prompt=False, score_fn=lid_score,
+               options={"conditional": False}, description="−FLIPD at t₀ = 0.01 of the VAE latent mean, empty prompt")
+LID_CONDITIONAL = Detector("lid-cond", "Ross et al. LID (FLIPD), caption", "lid", needs_prompt=True,
+                           score_fn=lid_score, options={"conditional": True},
+                           description="−FLIPD at t₀ = 0.01 of the VAE latent mean, conditioned on the caption")

@@ -1,0 +1,222 @@
+"""Hintersdorf et al. (NeurIPS 2024), NeMo: two memorization signals of their official code
+(ml-research/localizing_memorization_in_diffusion_models; ../shared/docs/table1-notes.md §4).
+
+**Activation z-scores** ("nemo", no UNet pass). The value projections `attn2.to_v` of the cross-attention in the
+down path and the middle block (SD v1.4: the first transformer block of `down_blocks[0..2].attentions[0..1]`
+and of `mid_block.attentions[0]`, 7 layers, 5,760 neurons; `value_layers` finds them in any UNet). A prompt's
+activation of a neuron is `to_v(text_embedding).abs().mean(tokens)` over the padded tokens — a function of the
+prompt only. Against reference statistics (per-neuron mean μ and unbiased std σ over prompts that are not
+memorized):
+
+    z = |a − μ| / σ          a neuron is out of distribution at z > θ = 5 (their initial selection)
+
+NeMo defines no single detection score. Ours is **max z over all neurons** (continuous, so the AUROC does not
+tie); `statistic="count"` gives the number of neurons over θ instead.
+
+**Memorization strength** ("nemo-ssim", `compute_noise_diff` + `calculate_max_pairwise_ssim`). For 10 seeds of
+x_T, one conditional UNet pass (no guidance) at the second timestep of the 50-step DDIM schedule (t = 961);
+noise_diff = ε̂(x_T, c) − x_T, min-max normalised per sample and channel; multi-scale SSIM (torchmetrics, kernel
+11 with σ = 1.5, betas (0.33, 0.33, 0.33)) between every pair of seeds; score = the largest. torchmetrics
+accepts 3 scales at kernel 11 only for latents of ≥ 44 px (side // (scales − 1)² > kernel − 1; SD v1.4: 64). On
+smaller latents (the CPU testbed's 8×8) `ssim_settings` shrinks the Gaussian window to 3 px (σ = 1.5·3/11, the
+same width-to-σ ratio) and keeps as many scales as then fit (8 px: 2, betas (0.5, 0.5)), and says so.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..generate import NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
+from ..paths import REPO_CACHE
+from .base import Detector, Samples, batches, check_positive, check_seeds
+
+THETA = 5.0
+STATISTICS_URL = ("https://raw.githubusercontent.com/ml-research/localizing_memorization_in_diffusion_models/"
+                  "HEAD/statistics/statistics_additional_laion_prompts_v1_4.pt")
+STATISTICS_CACHE = REPO_CACHE / "nemo"
+SSIM_SEEDS = 10           # x_T samples per prompt
+SSIM_STEP_INDEX = 1       # their early_stopping = 1: the second DDIM timestep (t = 961 of 50 steps)
+OFFICIAL_SSIM = (11, 1.5, (0.33, 0.33, 0.33))   # Gaussian window size, its σ, betas (one per scale)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Activation z-scores
+# ----------------------------------------------------------------------------------------------------
+def value_layers(unet) -> list[str]:
+    """Names of the cross-attention value projections of the down path and the middle block, in module order
+    (SD v1.4: the 7 layers of NeMo; up-blocks are not used)."""
+    names = [name for name, _ in unet.named_modules()
+             if name.endswith("attn2.to_v") and name.startswith(("down_blocks.", "mid_block."))]
+    if not names:
+        raise ValueError("the UNet has no cross-attention (attn2.to_v) in its down or middle blocks")
+    return names
+
+
+@dataclass(frozen=True)
+class NemoStatistics:
+    """Per-neuron mean and std of the activations of reference (non-memorized) prompts, one array per layer."""
+
+    mean: tuple[np.ndarray, ...]
+    std: tuple[np.ndarray, ...]
+    source: str
+
+    @property
+    def widths(self) -> list[int]:
+        return [len(m) for m in self.mean]
+
+
+@torch.no_grad()
+def prompt_activations(pipe, prompts: Sequence[str], layers: Sequence[str] | None = None,
+                       batch_size: int = 64) -> list[np.ndarray]:
+    """`to_v(text_embedding).abs().mean(tokens)` of each prompt at each layer: a list of [N, width] arrays."""
+    modules = dict(pipe.unet.named_modules())
+    layers = value_layers(pipe.unet) if layers is None else list(layers)
+    out = [[] for _ in layers]
+    for part in batches(len(prompts), batch_size):
+        embedding, _ = pipe.encode_prompt(list(prompts[part]), pipe.device, num_images_per_prompt=1,
+                                          do_classifier_free_guidance=False)        # [B, tokens, width]
+        embedding = embedding.to(pipe.unet.dtype)
+        for values, name in zip(out, layers):
+            values.append(modules[name](embedding).abs().mean(dim=1).float().cpu().numpy())   # [B, width_l]
+    return [np.concatenate(v).astype(np.float64) for v in out]
+
+
+def reference_statistics(pipe, prompts: Sequence[str], batch_size: int = 64) -> NemoStatistics:
+    """NeMo's statistics computed here: mean and unbiased std over `prompts` (calibration prompts that are
+    never evaluated), as their `1_compute_activations_statistics.py`."""
+    if len(prompts) < 2:
+        raise ValueError(f"reference statistics need at least 2 prompts, got {len(prompts)}")
+    acts = prompt_activations(pipe, prompts, batch_size=batch_size)
+    return NemoStatistics(tuple(a.mean(axis=0) for a in acts), tuple(a.std(axis=0, ddof=1) for a in acts),
+                          f"{len(prompts)} calibration prompts")
+
+
+def load_statistics(source: str | os.PathLike | None = None, cache_dir: str | os.PathLike = STATISTICS_CACHE,
+                    timeout: float = 5.0) -> NemoStatistics:
+    """NeMo's released SD v1.4 statistics (50,000 LAION prompts): `source` (a local copy), else downloaded once
+    from their repository into `cache_dir`. The file is a tuple (means, stds) of two lists of 7 float tensors;
+    it is read with `weights_only=True`."""
+    from ..network import DownloadUnavailableError, download_cached
+
+    if source is None:
+        try:
+            source = download_cached(STATISTICS_URL, Path(cache_dir) / Path(STATISTICS_URL).name, timeout)
+        except DownloadUnavailableError as err:
+            raise FileNotFoundError(f"NeMo's reference statistics: {err}. Pass a local copy of "
+                                    f"{Path(STATISTICS_URL).name} (from {STATISTICS_URL}).") from err
+    data = torch.load(source, map_location="cpu", weights_only=True)
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and len(data[0]) == len(data[1])):
+        raise ValueError(f"{source}: expected (means, stds), two lists of per-layer tensors; got {type(data).__name__}")
+    means, stds = ([t.double().numpy() for t in part] for part in data)
+    if [len(m) for m in means] != [len(s) for s in stds]:
+        raise ValueError(f"{source}: mean widths {[len(m) for m in means]} differ from std widths {[len(s) for s in stds]}")
+    return NemoStatistics(tuple(means), tuple(stds), str(source))
+
+
+def z_scores(activations: Sequence[np.ndarray], statistics: NemoStatistics) -> np.ndarray:
+    """|a − μ| / σ of every neuron, the layers side by side: [N, total neurons]."""
+    widths = [a.shape[1] for a in activations]
+    if widths != statistics.widths:
+        raise ValueError(f"reference statistics have layer widths {statistics.widths} ({statistics.source}); "
+                         f"the model's value layers have {widths}")
+    return np.concatenate([np.abs(a - m) / s for a, m, s in zip(activations, statistics.mean, statistics.std)], axis=1)
+
+
+def nemo_activation_score(pipe, samples: Samples, statistics: NemoStatistics | None = None, statistic: str = "max",
+                          theta: float = THETA, batch_size: int = 64) -> np.ndarray:
+    """max z over all neurons (statistic="max"), or the number of neurons with z > theta ("count")."""
+    if statistics is None:
+        raise ValueError("NeMo needs reference statistics: nemo.reference_statistics(pipe, calibration_prompts), "
+                         "or nemo.load_statistics() for SD v1.4")
+    if statistic not in ("max", "count"):
+        raise ValueError(f"statistic must be 'max' or 'count', got {statistic!r}")
+    z = z_scores(prompt_activations(pipe, samples.prompts, batch_size=batch_size), statistics)    # [N, neurons]
+    return z.max(axis=1) if statistic == "max" else (z > theta).sum(axis=1).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Memorization strength: pairwise SSIM of first-step noise differences
+# ----------------------------------------------------------------------------------------------------
+def _msssim_fits(side: int, kernel: int, scales: int) -> bool:
+    """torchmetrics' size check of multi-scale SSIM."""
+    return side // max(1, scales - 1) ** 2 > kernel - 1
+
+
+def ssim_settings(side: int) -> tuple[int, float, tuple[float, ...]]:
+    """(window size, σ, betas) of the multi-scale SSIM on side x side latents: NeMo's when torchmetrics accepts
+    them, else a 3-px window with σ scaled alike and the most scales (≤ 3) that fit."""
+    kernel, sigma, betas = OFFICIAL_SSIM
+    if _msssim_fits(side, kernel, len(betas)):
+        return OFFICIAL_SSIM
+    kernel, sigma = 3, sigma * 3 / 11
+    scales = max([s for s in (1, 2, 3) if _msssim_fits(side, kernel, s)], default=0)
+    if not scales:
+        raise ValueError(f"{side}x{side} latents are too small for SSIM with a 3-px window")
+    return kernel, sigma, tuple([1.0 / scales] * scales)
+
+
+@torch.no_grad()
+def noise_differences(pipe, prompts: Sequence[str], seeds: Sequence[Sequence[int]],
+                      num_inference_steps: int = NUM_INFERENCE_STEPS, step_index: int = SSIM_STEP_INDEX,
+                      batch_size: int = 32) -> torch.Tensor:
+    """ε̂(x_T, t, c) − x_T, min-max normalised per sample and channel: [N, S, 4, h, w] for S seeds per prompt.
+    t = the `step_index`-th timestep of the DDIM schedule; one conditional UNet pass, no guidance."""
+    pipe.scheduler.set_timesteps(num_inference_steps)
+    t = pipe.scheduler.timesteps[step_index]
+    side = pipe.unet.config.sample_size
+    shape = (pipe.unet.config.in_channels, side, side)
+    runs = [(p, s) for p, row in zip(prompts, seeds) for s in row]
+    out = []
+    for part in batches(len(runs), batch_size):
+        batch = runs[part]
+        x_T = torch.cat([torch.randn((1, *shape), generator=g) for g in seeded_generators([s for _, s in batch])])
+        x_T = (x_T * pipe.scheduler.init_noise_sigma).to(pipe.device)                          # [B, 4, h, w]
+        embedding, _ = pipe.encode_prompt([p for p, _ in batch], pipe.device, 1, False)
+        eps = pipe.unet(pipe.scheduler.scale_model_input(x_T, t).to(pipe.unet.dtype), t,
+                        encoder_hidden_states=embedding.to(pipe.unet.dtype)).sample.float()   # [B, 4, h, w]
+        diff = eps - x_T.float()
+        low, high = diff.amin(dim=(2, 3), keepdim=True), diff.amax(dim=(2, 3), keepdim=True)
+        out.append(((diff - low) / (high - low)).cpu())
+    return torch.cat(out).reshape(len(prompts), len(seeds[0]), *shape)
+
+
+def max_pairwise_ssim(diffs: torch.Tensor, settings: tuple = OFFICIAL_SSIM) -> float:
+    """The largest multi-scale SSIM between two of the S noise differences of one prompt ([S, C, h, w]).
+    settings: (Gaussian window size, σ, betas); torchmetrics sizes the window from σ (int(3.5σ + 0.5)·2 + 1)."""
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    kernel, sigma, betas = settings
+    pairs = torch.combinations(torch.arange(len(diffs)), r=2)                            # [S(S-1)/2, 2]
+    ssim = multiscale_structural_similarity_index_measure(
+        diffs[pairs[:, 0]], diffs[pairs[:, 1]], reduction="none", kernel_size=kernel, sigma=sigma, betas=betas,
+        data_range=1.0)                        # each input min-max normalised to [0, 1], as their inferred range
+    return float(ssim.max())
+
+
+def nemo_ssim_score(pipe, samples: Samples, n_seeds: int = SSIM_SEEDS, num_inference_steps: int = NUM_INFERENCE_STEPS,
+                    settings: tuple | None = None, batch_size: int = 32) -> np.ndarray:
+    """NeMo's memorization strength of each prompt: max pairwise MS-SSIM over `n_seeds` noise differences.
+    Seeds: the image's generation seed and its repeats (`generate.repeat_seeds`)."""
+    n_seeds = check_positive(n_seeds, "n_seeds", minimum=2)
+    side = pipe.unet.config.sample_size
+    if settings is None:
+        settings = ssim_settings(side)
+        if settings != OFFICIAL_SSIM:
+            warnings.warn(f"NeMo SSIM: {side}x{side} latents are too small for their MS-SSIM (window 11, 3 scales); "
+                          f"using window {settings[0]}, σ {settings[1]:.2f}, {len(settings[2])} scale(s)")
+    seeds = [repeat_seeds(s, n_seeds) for s in check_seeds(samples, "NeMo's SSIM score")]
+    diffs = noise_differences(pipe, samples.prompts, seeds, num_inference_steps, batch_size=batch_size)
+    return np.array([max_pairwise_ssim(d, settings) for d in diffs])
+
+
+NEMO = Detector("nemo", "NeMo, max activation z", "nemo", needs_prompt=True, score_fn=nemo_activation_score,
+                description="max over the attn2.to_v neurons of the down and middle blocks of |a − μ| / σ")
+NEMO_SSIM = Detector("nemo-ssim", "NeMo, memorization strength (SSIM)", "nemo", needs_prompt=True,
+                     score_fn=nemo_ssim_score,
+                     description="max pairwise MS-SSIM of first-step noise differences over 10 seeds")

@@ -1,0 +1,30 @@
+"""The paper's detector (§4.1, official `extract_one`): the population std of one pooled UNet activation.
+
+    image --VAE sample, noise at t = 10, one UNet pass with the empty prompt--> up_blocks.0.resnets.2 (last SiLU)
+          --spatial max--> h ∈ R^C      score = std(h)      (spiky = memorized; no prompt needed)
+
+The representation itself, and the layer × t × pooling sweep, live in `representations.py`; this module is the
+detector's row in the family. Image i draws its VAE sample and noise with seed `extraction_seed + i`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..representations import (DETECTION_LAYER, DETECTION_POOLING, DETECTION_TIMESTEP, EXTRACTION_SEED,
+                               extract_representations)
+from ..stats import rep_std
+from .base import Detector, Samples
+
+
+def std_of_representation(pipe, samples: Samples, layer: str = DETECTION_LAYER, timestep: int = DETECTION_TIMESTEP,
+                          pooling: str = DETECTION_POOLING, extraction_seed: int = EXTRACTION_SEED,
+                          batch_size: int = 16, progress: bool = False) -> np.ndarray:
+    """std of the pooled activation of each image: float64 [N]."""
+    seeds = range(extraction_seed, extraction_seed + len(samples))
+    reps = extract_representations(pipe, samples.images, [layer], timestep, [pooling], seeds=seeds,
+                                   batch_size=batch_size, progress=progress)
+    return rep_std(reps[layer][pooling])
+
+
+STD = Detector("std", "std of representations (ours)", "std", needs_prompt=False, score_fn=std_of_representation,
+               description="std of up_blocks.0.resnets.2 (last SiLU), spatial max, t = 10, empty prompt")
