@@ -120,3 +120,46 @@ def extract_representations(pipe, images: torch.Tensor, layers: Sequence[str] = 
             for pooling in poolings:
                 out[layer][pooling].append(pool(features, pooling).cpu().numpy())        # [B, C]
     return {layer: {p: np.concatenate(v) for p, v in by_pool.items()} for layer, by_pool in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Unconditional pixel-space models: EDM (`edm.EDMDenoiser`)
+# ----------------------------------------------------------------------------------------------------
+EDM_DETECTION_SIGMA = 0.17       # the paper's real-model figures: σ ≈ 0.17 (fixed before looking at any result)
+EDM_SWEEP_SIGMAS = (0.05, 0.17, 0.5)
+EDM_HOOKED_LAYERS = HOOKED_LAYERS  # UNet2DModel has the same names: up_blocks.0 is the lowest resolution
+
+
+def extract_edm_representations(denoiser, images: torch.Tensor, layers: Sequence[str] = (DETECTION_LAYER,),
+                                sigma: float = EDM_DETECTION_SIGMA, poolings: Sequence[str] = (DETECTION_POOLING,),
+                                seeds: Sequence[int] | None = None, batch_size: int = 64,
+                                progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """The same representation on an EDM denoiser, which has no VAE and no prompt:
+
+        image x [-1, 1] --x + σ n (n from the image's seed)--> one pass of D(·; σ) --> hooked activation --> pool
+
+    Returns reps[layer][pooling] -> float32 [N, C]."""
+    from .edm import noise_level_check
+
+    sigma = noise_level_check(sigma)
+    layers, poolings = ([layers] if isinstance(layers, str) else list(layers),
+                        [poolings] if isinstance(poolings, str) else list(poolings))
+    for pooling in poolings:
+        pool(torch.zeros(1, 1), pooling)
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to extract representations from")
+    seeds = list(range(EXTRACTION_SEED, EXTRACTION_SEED + n)) if seeds is None else list(seeds)
+    out = {layer: {pooling: [] for pooling in poolings} for layer in layers}
+    recorder = RepresentationRecorder(denoiser.unet, layers)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            x = images[start:start + batch_size].float()                                        # [B, 3, H, W]
+            noise = torch.cat([torch.randn(x[:1].shape, generator=g) for g in seeded_generators(seeds[start:start + len(x)])])
+            with recorder:
+                denoiser((x + sigma * noise).to(denoiser.device), sigma)
+            for layer in layers:
+                features = recorder.outputs[layer].float()                                       # [B, C, h, w]
+                for pooling in poolings:
+                    out[layer][pooling].append(pool(features, pooling).cpu().numpy())            # [B, C]
+    return {layer: {p: np.concatenate(v) for p, v in by_pool.items()} for layer, by_pool in out.items()}

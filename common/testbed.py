@@ -24,7 +24,6 @@ duplicated D times is seen D times as often.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -34,9 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
 from .paths import REPO_CACHE
 from .results import config_key, to_jsonable, write_json_atomic
 from .testbed_data import CAPTION_WORDS, TITLE_WORDS, TestbedData, TestbedDataConfig, build_testbed_data, to_model_space
+from .training import fit, thin, write_folder_atomically
 
 TESTBED_LABEL = "cpu-testbed"           # the model label in titles and results JSON
 TESTBED_CACHE = REPO_CACHE / "testbed"
@@ -134,26 +135,16 @@ def build_models(tokenizer, seed: int):
     return vae, text_encoder, unet
 
 
-def _warmup_lr(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / max(warmup, 1))
-
-
 def train_vae(vae, images: torch.Tensor, config: TestbedConfig, generator: torch.Generator, progress: bool) -> dict:
     """Reconstruction MSE + kl_weight * KL on batches of distinct images ([M, 3, 16, 16] in [-1, 1])."""
-    from tqdm.auto import trange
-
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
-    losses = []
-    vae.train()
-    for step in trange(config.vae_steps, desc="VAE", disable=not progress, mininterval=2):
+    def batch_loss(step):
         x = images[torch.randint(len(images), (config.vae_batch,), generator=generator)]      # [B, 3, 16, 16]
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        loss = F.mse_loss(vae.decode(z).sample, x) + config.kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        return F.mse_loss(vae.decode(z).sample, x) + config.kl_weight * posterior.kl().mean()
+
+    vae.train()
+    losses = fit(vae.parameters(), batch_loss, config.vae_steps, config.vae_lr, desc="VAE", progress=progress)
     vae.eval()
     return {"vae_loss": losses}
 
@@ -175,16 +166,10 @@ def train_denoiser(unet, text_encoder, tokenizer, scheduler, latent_mean, latent
     latent_mean/std: [M, 4, 8, 8] scaled posterior of each distinct image; caption_ids: [M, MAX_TOKENS];
     rows: [N] image index of every training example (duplicates repeated).
     """
-    from tqdm.auto import trange
-
     empty_ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-    params = [*unet.parameters(), *text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _warmup_lr(s, config.warmup))
     T = scheduler.config.num_train_timesteps
-    losses = []
-    unet.train(), text_encoder.train()
-    for step in trange(config.steps, desc="UNet + text encoder", disable=not progress, mininterval=2):
+
+    def batch_loss(step):
         idx = rows[torch.randint(len(rows), (config.batch_size,), generator=generator)]     # [B] image indices
         z0 = latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, generator=generator)  # [B, 4, 8, 8]
         drop = torch.rand(len(idx), generator=generator) < config.caption_dropout                     # [B]
@@ -193,13 +178,11 @@ def train_denoiser(unet, text_encoder, tokenizer, scheduler, latent_mean, latent
         t = torch.randint(T, (len(idx),), generator=generator)                                       # [B]
         z_t = scheduler.add_noise(z0, noise, t)
         context = text_encoder(ids)[0]                                                               # [B, L, 64]
-        loss = F.mse_loss(unet(z_t, t, encoder_hidden_states=context).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
+        return F.mse_loss(unet(z_t, t, encoder_hidden_states=context).sample, noise)
+
+    unet.train(), text_encoder.train()
+    losses = fit([*unet.parameters(), *text_encoder.parameters()], batch_loss, config.steps, config.lr,
+                 weight_decay=1e-2, warmup=config.warmup, clip_norm=1.0, desc="UNet + text encoder", progress=progress)
     unet.eval(), text_encoder.eval()
     return {"unet_loss": losses}
 
@@ -265,22 +248,14 @@ def train_testbed(config: TestbedConfig, folder, progress: bool = True) -> dict:
         "parameters": {"unet": sum(p.numel() for p in unet.parameters()),
                        "text_encoder": sum(p.numel() for p in text_encoder.parameters()),
                        "vae": sum(p.numel() for p in vae.parameters())},
-        "loss_curves": {k: _thin(v) for k, v in log.items()},
+        "loss_curves": {k: thin(v) for k, v in log.items()},
     }
-    folder = Path(folder)
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    pipe.save_pretrained(staging)
-    write_json_atomic(staging / INFO_NAME, to_jsonable(info))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)                  # the folder appears only when complete
+    def save(staging):
+        pipe.save_pretrained(staging)
+        write_json_atomic(staging / INFO_NAME, to_jsonable(info))
+
+    write_folder_atomically(folder, save)
     return info
-
-
-def _thin(values: list, points: int = 200) -> list:
-    """A loss curve averaged into at most `points` bins (for the info file and the plot)."""
-    chunks = np.array_split(np.asarray(values, dtype=np.float64), min(points, len(values)))
-    return [float(c.mean()) for c in chunks if len(c)]
 
 
 def ensure_testbed(config: TestbedConfig = TestbedConfig(), progress: bool = True, root=None) -> Path:
@@ -304,32 +279,33 @@ def load_data(folder) -> TestbedData:
 # ----------------------------------------------------------------------------------------------------
 # Ground truth: is a generation a copy of a training image?
 # ----------------------------------------------------------------------------------------------------
-COPY_THRESHOLD = 0.95   # Pearson correlation of the pixels with the nearest distinct training image
+COPY_THRESHOLD = PEARSON_THRESHOLD   # Pearson correlation of the pixels with the nearest distinct training image
 
 
 def _trained_vectors(data: TestbedData) -> np.ndarray:
-    """The distinct training images as flat vectors in [-1, 1]: [M', 768], rows in `data.trained_unique` order."""
-    return to_model_space(data.images[data.trained_unique]).reshape(len(data.trained_unique), -1)
+    """The distinct training images in [-1, 1]: [M', 3, 16, 16], rows in `data.trained_unique` order."""
+    return to_model_space(data.images[data.trained_unique])
 
 
 def copy_report(generated: torch.Tensor | np.ndarray, data: TestbedData, own: np.ndarray | None = None,
                 threshold: float = COPY_THRESHOLD) -> dict:
     """Nearest distinct training image of each generation ([n, 3, 16, 16] in [-1, 1]) by the Pearson
-    correlation of pixels (cosine of mean-subtracted images, 768 values), and whether it is a near-copy.
+    correlation of pixels (`copies.pearson_nearest`), and whether it is a near-copy.
 
     own: for captions that name a training image (the memorized titles), its index into `data.images`; a
     generation then counts as reproducing it only if that image is its nearest neighbour and passes.
     Also the NN distance ratio ‖x − NN₁‖/‖x − NN₂‖ (Gu et al. 2025; < 1/3 = memorized).
     """
-    from .stats import centred, nearest_by_cosine, nn_distance_ratio
+    from .stats import nn_distance_ratio
 
     references = _trained_vectors(data)
-    flat = np.asarray(generated, dtype=np.float64).reshape(len(generated), -1)
-    correlation, nearest = nearest_by_cosine(centred(flat), centred(references))
+    correlation, nearest = pearson_nearest(generated, references)
     nearest = data.trained_unique[nearest]
     copy = correlation >= threshold
     report = {"correlation": correlation, "nearest": nearest, "copy": copy,
-              "nn_ratio": nn_distance_ratio(flat, references), "threshold": threshold}
+              "nn_ratio": nn_distance_ratio(np.asarray(generated, dtype=np.float64).reshape(len(generated), -1),
+                                            references.reshape(len(references), -1)),
+              "threshold": threshold}
     if own is not None:
         report["copies_own"] = copy & (nearest == np.asarray(own))
     return report
@@ -338,15 +314,7 @@ def copy_report(generated: torch.Tensor | np.ndarray, data: TestbedData, own: np
 def criterion_false_copy_rate(data: TestbedData, threshold: float = COPY_THRESHOLD) -> dict:
     """How often the copy criterion fires between two *different* training images: the fraction of distinct
     training images whose nearest other training image passes `threshold`, and that correlation's quantiles."""
-    from .stats import centred, cosine_matrix
-
-    x = centred(_trained_vectors(data))
-    c = cosine_matrix(x, x)
-    np.fill_diagonal(c, -np.inf)
-    nearest = c.max(axis=1)
-    return {"false_copy_rate": float((nearest >= threshold).mean()),
-            "nn_correlation_quantiles": dict(zip(("50%", "99%", "99.9%", "max"),
-                                                 map(float, np.quantile(nearest, [0.5, 0.99, 0.999, 1.0]))))}
+    return pearson_false_copy_rate(_trained_vectors(data), threshold)
 
 
 # ----------------------------------------------------------------------------------------------------

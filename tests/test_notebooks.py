@@ -42,6 +42,13 @@ EXPECTED = {
         "keys": ["model", "memorized_caption_copy_fraction", "generalizing_caption_copy_fraction", "copy_threshold",
                  "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate"],
     },
+    "EDM_testbed": {
+        "figures": ["edm_data", "edm_ground_truth", "edm_reps", "edm_separation", "edm_roc", "edm_jacobian"],
+        "keys": ["model", "data_source", "train_seconds", "n_memorized", "n_generalized", "criterion_false_copy_rate",
+                 "dose_response", *[f"cifar10.{method}.{key}" for method in ("std", "lid")
+                                    for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "seconds_per_sample",
+                                                "prompt_free")], "sweep", "jacobian.Mem.effective_rank"],
+    },
     "SD_compare_reps": {
         "figures": ["laion_reps", "laion_separation", "laion_roc", "laion_sweep"],
         "keys": ["model", "n_mem", "n_gen", "layer", "timestep", "pooling", "auroc", "auroc_ci",
@@ -53,7 +60,7 @@ EXPECTED = {
                        "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
     },
     "Table1_detection": {
-        "figures": ["table1_roc", "table1_control"],
+        "figures": ["table1_roc", "table1_control", "table1_wen_steps"],
         "keys": ["model", "n.mem", "n.gen", "n.control", "std_rank_by_auroc", "paper.std.laion.auroc",
                  *[f"laion.{method}.{key}" for method in ("carlini", "wen", "wen-4x50", "nemo", "nemo-ssim", "lid",
                                                           "lid-cond", "std")

@@ -18,6 +18,14 @@ vᵀJ, whose product with v is the same number as their vᵀ(Jv).
 
 Score = −FLIPD (low LID = memorized). Variants: "lid" with the empty prompt — prompt-free, Table 1's column —
 and "lid-cond" with the caption (their default).
+
+On an EDM denoiser D(x; σ) (pixel space, VE; table1-notes §5) the same estimator reads, with the score
+s(x) = (D(x; σ) − x)/σ²:
+
+    FLIPD(x) = D + σ² tr(∇s) + σ² ‖s‖² = tr(∂D/∂x) + ‖D(x; σ) − x‖² / σ²,   at the image x itself
+
+at σ₀ = 0.0447: the VP noise level at t₀ = 0.01 of DDPM's pixel-space schedule (β 0.1 … 20), divided by its ψ —
+the t₀ their code uses, on the schedule of a pixel-space model like CIFAR10's. No prompt: only "lid" applies.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..edm import EDMDenoiser
 from .base import Detector, Samples, batches, check_positive
 
 T0 = 0.01
@@ -59,6 +68,20 @@ def exact_trace(eps_fn: Callable, y: torch.Tensor, chunk: int = 256) -> torch.Te
     return trace
 
 
+def jacobian(fn: Callable, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """The full Jacobian ∂fn/∂x of one input x ([...], D entries) as float64 [D, D] (row j = ∂fn_j/∂x), by the
+    same replication as `exact_trace`; fn maps a batch [R, ...] to [R, ...], each row independently."""
+    d = x.numel()
+    rows_out = []
+    for part in batches(d, chunk):
+        coord = torch.arange(d)[part]
+        rows = x.detach().expand(len(coord), *x.shape).clone().requires_grad_(True)   # [R, ...] copies of x
+        out = fn(rows).flatten(1)                                                       # [R, D]
+        (grad,) = torch.autograd.grad(out.gather(1, coord[:, None].to(out.device)).sum(), rows)
+        rows_out.append(grad.flatten(1).double().cpu())                                 # [R, D] rows coord of J
+    return torch.cat(rows_out)
+
+
 def hutchinson_trace(eps_fn: Callable, y: torch.Tensor, probes: int = 1, seed: int = PROBE_SEED) -> torch.Tensor:
     """vᵀ(∂ε/∂y)v averaged over `probes` Gaussian probes, the same probes for every sample: [B]."""
     generator = torch.Generator().manual_seed(seed)
@@ -89,6 +112,23 @@ def flipd(eps_fn: Callable, x: torch.Tensor, t0: float = T0, beta_min: float = B
     return (d - sigma * tr + norm2).numpy()
 
 
+EDM_SIGMA0 = (lambda psi, sigma: sigma / psi)(*vp_coefficients(T0, 0.1, 20.0))   # 0.0447
+
+
+def flipd_ve(denoise_fn: Callable, x: torch.Tensor, sigma: float = EDM_SIGMA0, trace: str = "auto", probes: int = 1,
+             probe_seed: int = PROBE_SEED, chunk: int = 256) -> np.ndarray:
+    """FLIPD of each x ([B, ...]) for a VE denoiser `denoise_fn(rows, owner)` = D(rows; σ):
+    tr(∂D/∂x) + ‖D(x) − x‖²/σ². float64 [B]."""
+    if trace not in TRACE_MODES:
+        raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
+    probes = check_positive(probes, "probes")
+    with torch.no_grad():
+        residual = (denoise_fn(x, torch.arange(len(x))) - x).flatten(1).double().pow(2).sum(dim=1).cpu()   # [B]
+    exact = trace == "exact" or (trace == "auto" and x[0].numel() <= EXACT_TRACE_MAX_DIM)
+    tr = exact_trace(denoise_fn, x, chunk) if exact else hutchinson_trace(denoise_fn, x, probes, probe_seed)
+    return (tr + residual / sigma**2).numpy()
+
+
 @torch.no_grad()
 def latent_means(pipe, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """VAE posterior means × scaling factor: [N, 4, h, w] (their input to FLIPD; no sampling)."""
@@ -99,7 +139,17 @@ def latent_means(pipe, images: torch.Tensor, batch_size: int = 16) -> torch.Tens
 
 def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0, trace: str = "auto",
               probes: int = 1, batch_size: int = 8, chunk: int = 256) -> np.ndarray:
-    """−FLIPD of each image on the pipeline's UNet, with the empty prompt or (conditional) the caption."""
+    """−FLIPD of each image on the pipeline's UNet, with the empty prompt or (conditional) the caption; on an EDM
+    denoiser, the VE form at σ₀ (`flipd_ve`)."""
+    if isinstance(pipe, EDMDenoiser):
+        if conditional:
+            raise ValueError("an unconditional EDM model has no prompt: only the unconditional LID applies")
+        scores = []
+        for part in batches(len(samples), batch_size):
+            x = samples.images[part].float().to(pipe.device)                                     # [B, 3, H, W]
+            scores.append(-flipd_ve(lambda rows, owner: pipe(rows, EDM_SIGMA0), x, EDM_SIGMA0, trace, probes,
+                                    chunk=chunk))
+        return np.concatenate(scores)
     prompts = list(samples.prompts) if conditional else [""] * len(samples)
     timestep = torch.tensor(round(1000 * t0), device=pipe.device)
     scores = []

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..representations import (DETECTION_LAYER, DETECTION_POOLING, DETECTION_TIMESTEP, EXTRACTION_SEED,
-                               extract_representations)
+from ..edm import EDMDenoiser
+from ..representations import (DETECTION_LAYER, DETECTION_POOLING, DETECTION_TIMESTEP, EDM_DETECTION_SIGMA,
+                               EXTRACTION_SEED, extract_edm_representations, extract_representations)
 from ..stats import rep_std
 from .base import Detector, Samples
 
 
 def std_of_representation(pipe, samples: Samples, layer: str = DETECTION_LAYER, timestep: int = DETECTION_TIMESTEP,
                           pooling: str = DETECTION_POOLING, extraction_seed: int = EXTRACTION_SEED,
-                          batch_size: int = 16, progress: bool = False) -> np.ndarray:
-    """std of the pooled activation of each image: float64 [N]."""
+                          batch_size: int = 16, progress: bool = False,
+                          sigma: float = EDM_DETECTION_SIGMA) -> np.ndarray:
+    """std of the pooled activation of each image: float64 [N]. On an EDM denoiser (no VAE, no prompt) the noise
+    level is σ (`sigma`, default 0.17) instead of the timestep."""
     seeds = range(extraction_seed, extraction_seed + len(samples))
+    if isinstance(pipe, EDMDenoiser):
+        reps = extract_edm_representations(pipe, samples.images, [layer], sigma, [pooling], seeds, batch_size)
+        return rep_std(reps[layer][pooling])
     reps = extract_representations(pipe, samples.images, [layer], timestep, [pooling], seeds=seeds,
                                    batch_size=batch_size, progress=progress)
     return rep_std(reps[layer][pooling])

@@ -37,11 +37,13 @@ def _stop_after(num_steps: int):
 
 
 @torch.no_grad()
-def wen_text_noise_norm(pipe, prompts: Sequence[str], seeds: Sequence[int], num_steps: int | None = WEN_STEPS,
-                        generations: int = 1, num_inference_steps: int = NUM_INFERENCE_STEPS,
-                        guidance_scale: float = GUIDANCE_SCALE, height: int | None = None, width: int | None = None,
-                        batch_size: int = 8, progress: bool = True) -> np.ndarray:
-    """Wen et al.'s score of each prompt, float64 [N]; higher = more memorized. num_steps None: every step."""
+def text_noise_norm_per_step(pipe, prompts: Sequence[str], seeds: Sequence[int], num_steps: int | None = WEN_STEPS,
+                             num_inference_steps: int = NUM_INFERENCE_STEPS, guidance_scale: float = GUIDANCE_SCALE,
+                             height: int | None = None, width: int | None = None, batch_size: int = 8,
+                             progress: bool = True) -> np.ndarray:
+    """d_k of each (prompt, seed) sampling run at its first `num_steps` DDIM steps, float64 [N, num_steps].
+
+    num_steps None: every step."""
     from tqdm.auto import tqdm
 
     num_steps = num_inference_steps if num_steps is None else num_steps
@@ -49,25 +51,36 @@ def wen_text_noise_norm(pipe, prompts: Sequence[str], seeds: Sequence[int], num_
         raise ValueError("the Wen et al. score needs classifier-free guidance (guidance_scale > 1)")
     if not 1 <= num_steps <= num_inference_steps:
         raise ValueError(f"num_steps must be in [1, {num_inference_steps}], got {num_steps}")
-    generations = check_positive(generations, "generations")
     prompts, seeds = [str(p) for p in prompts], list(seeds)
     if not prompts or len(prompts) != len(seeds):
         raise ValueError("need one seed per prompt, and at least one prompt")
-    runs = [(p, s) for p, seed in zip(prompts, seeds) for s in repeat_seeds(seed, generations)]  # prompt-major
-    scores = []
-    for start in tqdm(range(0, len(runs), batch_size), desc="Wen et al. score", disable=not progress):
-        batch = runs[start:start + batch_size]
+    rows = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="Wen et al. score", disable=not progress):
+        batch_prompts, batch_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
         with RepresentationRecorder(pipe.unet, [""], keep="all") as recorder:   # "": the UNet's own output
-            pipe([p for p, _ in batch], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                 height=height, width=width, generator=seeded_generators([s for _, s in batch]),
+            pipe(batch_prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                 height=height, width=width, generator=seeded_generators(batch_seeds),
                  output_type="latent", callback_on_step_end=_stop_after(num_steps))
         per_step = []
         for noise_pred in recorder.outputs[""]:                                  # [2B, 4, h, w] per step
             uncond, cond = noise_pred.float().chunk(2)                           # [B, 4, h, w] each
             per_step.append((cond - uncond).flatten(1).norm(dim=1))              # [B]
-        scores.append(torch.stack(per_step).mean(dim=0).cpu().numpy())          # [B]
-    per_run = np.concatenate(scores).astype(np.float64)                          # [N * generations]
-    return per_run.reshape(len(prompts), generations).mean(axis=1)
+        rows.append(torch.stack(per_step, dim=1).cpu().numpy())                 # [B, num_steps]
+    return np.concatenate(rows).astype(np.float64)
+
+
+def wen_text_noise_norm(pipe, prompts: Sequence[str], seeds: Sequence[int], num_steps: int | None = WEN_STEPS,
+                        generations: int = 1, **sampling) -> np.ndarray:
+    """Wen et al.'s score of each prompt, float64 [N]; higher = more memorized. num_steps None: every step.
+
+    `sampling`: num_inference_steps, guidance_scale, height, width, batch_size, progress."""
+    generations = check_positive(generations, "generations")
+    prompts, seeds = [str(p) for p in prompts], list(seeds)
+    if not prompts or len(prompts) != len(seeds):
+        raise ValueError("need one seed per prompt, and at least one prompt")
+    runs = [(p, s) for p, seed in zip(prompts, seeds) for s in repeat_seeds(seed, generations)]  # prompt-major
+    d = text_noise_norm_per_step(pipe, [p for p, _ in runs], [s for _, s in runs], num_steps, **sampling)
+    return d.mean(axis=1).reshape(len(prompts), generations).mean(axis=1)    # mean over steps, then generations
 
 
 def _score(pipe, samples: Samples, **options) -> np.ndarray:

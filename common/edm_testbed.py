@@ -1,0 +1,279 @@
+"""The EDM testbed: an unconditional EDM model (`edm.py`) trained here on 32x32 natural-image crops, with
+memorization planted by duplication, so Table 1's CIFAR10 (EDM) column is measurable without the paper's model.
+
+Data (`data_source` = "natural-crops"): random square crops of six colour photographs bundled with
+scikit-image (astronaut, chelsea, coffee, rocket, immunohistochemistry, the left view of stereo_motorcycle), of
+side 40–200 px, box-downsampled to 32x32 (CIFAR10's size), left-right flipped at random.
+    unique     500 crops, each once in the training set                   (generalization: too many to store)
+    memorized  10 crops, each 150 times                                    (the hybrid regime of Cor 3.4)
+    dose       5 crops at each of 1, 2, 5, 10 copies                      (the dose-response)
+The duplicated crops fill 72 % of the training rows: on 2 cores the 10-minute budget (2,000 steps of 32) memorizes
+them only at that share (a probe with the 10 crops alone: median RMS distance to the nearest of them 0.12 after
+1,000 steps; at 1/3 of the rows, 2,000 steps left the samples nearest a duplicated crop 0.28–0.47 from it).
+Model: a diffusers `UNet2DModel` at 32x32, three levels (32 -> 16 -> 8; widths 16, 32, 64; 0.9 M parameters),
+`up_blocks.0` at 8x8 with three `ResnetBlock2D`s (SD v1.4's detector layer, `up_blocks.0.resnets.2`, runs at 8x8
+too); EDM preconditioning, loss and Heun sampler. Training: `training.fit` (the CPU testbed's loop), batches
+drawn uniformly from the training rows.
+
+    ensure_edm_testbed()  ->  .cache/testbed/edm-testbed-<config key>/   (trained once, then reused)
+    edm.EDMDenoiser.from_pretrained(that folder)
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import edm
+from .copies import CALIBRATED_L2_THRESHOLD, calibrated_l2, calibrated_l2_false_copy_rate, training_spacing
+from .paths import REPO_CACHE
+from .results import config_key, to_jsonable, write_json_atomic
+from .training import fit, thin, write_folder_atomically
+
+LABEL = "edm-testbed"
+CACHE = REPO_CACHE / "testbed"
+INFO_NAME = "testbed.json"
+TRAINER_VERSION = 2                     # 2: six photographs (no near-flat crops)
+# hubble_deep_field and retina are left out: their black sky and borders give near-flat crops, which a sampler
+# reproduces generically and the copy criterion then counts as copies (measured: most "memorized" samples of a
+# first run with them were dark patches)
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "stereo_motorcycle")
+DATA_SOURCES = {"natural-crops": "32x32 crops of 6 scikit-image colour photographs (not CIFAR10)"}
+UNET_CONFIG = dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(16, 32, 64),
+                   down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3, norm_num_groups=8)
+
+
+@dataclass(frozen=True)
+class EDMDataConfig:
+    __test__ = False
+    source: str = "natural-crops"
+    n_unique: int = 500
+    n_memorized: int = 10
+    duplication: int = 150              # 1,500 of the 2,090 training rows: memorized within the 10-minute budget
+    dose_duplications: tuple = (1, 2, 5, 10)
+    dose_images: int = 5
+    resolution: int = 32
+    crop_sides: tuple = (40, 200)
+    min_pixel_std: float = 10.0         # crops flatter than this (uint8 std) are redrawn: blank sky or black
+    seed: int = 0                       # borders give identical images, which no copy criterion can tell apart
+
+    def __post_init__(self):
+        if self.source not in DATA_SOURCES:
+            raise ValueError(f"unknown data source {self.source!r}; known: {sorted(DATA_SOURCES)}")
+        for d in (self.duplication, *self.dose_duplications):
+            if int(d) < 1:
+                raise ValueError(f"a duplication count must be >= 1, got {d}")
+
+
+@dataclass(frozen=True)
+class EDMTestbedConfig:
+    __test__ = False
+    data: EDMDataConfig = EDMDataConfig()
+    steps: int = 2000                   # ≈ 0.29 s a step on 2 cores: ≈ 10 min
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 100
+    seed: int = 0
+    unet: dict = field(default_factory=lambda: dict(UNET_CONFIG))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "trainer_version": TRAINER_VERSION, "sigma_data": edm.SIGMA_DATA}
+
+
+SMOKE_CONFIG = EDMTestbedConfig(data=EDMDataConfig(n_unique=40, n_memorized=2, duplication=5, dose_duplications=(1, 2),
+                                                   dose_images=2), steps=3, batch_size=8, warmup=1,
+                                unet=dict(UNET_CONFIG, block_out_channels=(8, 8, 16), norm_num_groups=4))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class EDMTestbedData:
+    __test__ = False
+    images: np.ndarray          # [M, 32, 32, 3] uint8, every distinct image once
+    kind: np.ndarray            # [M] "unique" | "memorized" | "dose"
+    duplication: np.ndarray     # [M] copies in the training set
+    config: EDMDataConfig
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        """Index into `images` of every training example, duplicates repeated: [N]."""
+        return np.repeat(np.arange(len(self.images)), self.duplication)
+
+    def indices(self, kind: str, duplication: int | None = None) -> np.ndarray:
+        mask = self.kind == kind
+        if duplication is not None:
+            mask &= self.duplication == duplication
+        return np.flatnonzero(mask)
+
+    def model_space(self) -> torch.Tensor:
+        """[M, 3, 32, 32] float32 in [-1, 1]."""
+        return torch.from_numpy(self.images.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
+
+
+def load_photos() -> list[np.ndarray]:
+    """The bundled colour photographs of `PHOTOS`, uint8 [H, W, 3] each (no download)."""
+    import skimage.data
+
+    photos = []
+    for name in PHOTOS:
+        image = getattr(skimage.data, name)()
+        photos.append(np.asarray(image[0] if isinstance(image, tuple) else image)[..., :3])
+    return photos
+
+
+def random_crop(rng: np.random.Generator, photos: list[np.ndarray], config: EDMDataConfig) -> np.ndarray:
+    """One crop: a random photo, side, position and flip, box-downsampled to resolution²: uint8 [r, r, 3].
+    A flat crop (pixel std < min_pixel_std) is drawn again."""
+    from PIL import Image
+
+    photo = photos[rng.integers(len(photos))]
+    h, w = photo.shape[:2]
+    side = int(rng.integers(config.crop_sides[0], min(config.crop_sides[1], h, w) + 1))
+    top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+    crop = Image.fromarray(photo[top:top + side, left:left + side])
+    crop = crop.resize((config.resolution, config.resolution), Image.Resampling.BOX)
+    out = np.asarray(crop)
+    if out.std() < config.min_pixel_std:
+        return random_crop(rng, photos, config)
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def build_data(config: EDMDataConfig = EDMDataConfig()) -> EDMTestbedData:
+    """The whole training set, deterministic in `config`."""
+    rng = np.random.default_rng(config.seed)
+    photos = load_photos()
+    dups = ([1] * config.n_unique + [config.duplication] * config.n_memorized
+            + [d for d in config.dose_duplications for _ in range(config.dose_images)])
+    kinds = (["unique"] * config.n_unique + ["memorized"] * config.n_memorized
+             + ["dose"] * (config.dose_images * len(config.dose_duplications)))
+    images = np.stack([random_crop(rng, photos, config) for _ in dups])
+    return EDMTestbedData(images, np.array(kinds), np.array(dups), config)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Train once, cache, load
+# ----------------------------------------------------------------------------------------------------
+def build_denoiser(config: EDMTestbedConfig) -> edm.EDMDenoiser:
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(config.seed)
+    return edm.EDMDenoiser(UNet2DModel(**config.unet))
+
+
+def train_edm_testbed(config: EDMTestbedConfig, folder, progress: bool = True) -> dict:
+    """Build the data, train the EDM denoiser, save the folder. Returns the info."""
+    t_start = time.perf_counter()
+    data = build_data(config.data)
+    images = data.model_space()                                                     # [M, 3, 32, 32]
+    rows = torch.from_numpy(data.train_rows)
+    denoiser = build_denoiser(config)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def batch_loss(step):
+        y = images[rows[torch.randint(len(rows), (config.batch_size,), generator=generator)]]   # [B, 3, 32, 32]
+        return edm.edm_loss(denoiser, y, generator).mean()
+
+    denoiser.train()
+    losses = fit(denoiser.parameters(), batch_loss, config.steps, config.lr, warmup=config.warmup,
+                 desc="EDM UNet", progress=progress)
+    denoiser.eval()
+    info = {"label": LABEL, "data_source": DATA_SOURCES[config.data.source], "config": config.to_dict(),
+            "train_seconds": time.perf_counter() - t_start, "torch_threads": torch.get_num_threads(),
+            "n_train_rows": int(len(rows)), "n_distinct_images": int(len(images)),
+            "parameters": sum(p.numel() for p in denoiser.parameters()), "loss_curve": thin(losses)}
+
+    def save(staging):
+        denoiser.save_pretrained(staging)
+        write_json_atomic(staging / INFO_NAME, to_jsonable(info))
+
+    write_folder_atomically(folder, save)
+    return info
+
+
+def edm_testbed_folder(config: EDMTestbedConfig = EDMTestbedConfig(), root=None) -> Path:
+    return Path(root or CACHE) / f"{LABEL}-{config_key(config.to_dict())}"
+
+
+def is_edm_testbed(model) -> bool:
+    return model is not None and (Path(str(model)) / INFO_NAME).is_file() and edm.is_edm_folder(model)
+
+
+def read_info(folder) -> dict:
+    return json.loads((Path(folder) / INFO_NAME).read_text())
+
+
+def ensure_edm_testbed(config: EDMTestbedConfig = EDMTestbedConfig(), progress: bool = True, root=None) -> Path:
+    """The trained model's folder for `config`: trained on first use, then loaded from the cache. A folder whose
+    recorded config differs from `config` (edited by hand, or an older trainer) is retrained, never reused."""
+    folder = edm_testbed_folder(config, root)
+    if (folder / INFO_NAME).is_file():
+        if read_info(folder)["config"] == to_jsonable(config.to_dict()):
+            return folder
+        print(f"{folder} was trained with another config: retraining")
+    print(f"training the EDM testbed into {folder} (once; cached afterwards)")
+    info = train_edm_testbed(config, folder, progress)
+    print(f"trained in {info['train_seconds']:.0f} s")
+    return folder
+
+
+def load_data(folder) -> EDMTestbedData:
+    """The data a testbed folder was trained on (rebuilt from its recorded config: deterministic)."""
+    data = read_info(folder)["config"]["data"]
+    return build_data(EDMDataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}))
+
+
+def cached_samples(folder, n: int, num_steps: int = edm.NUM_STEPS, seed: int = 0, batch_size: int = 128,
+                   progress: bool = True) -> tuple[torch.Tensor, float]:
+    """Samples seed, seed + 1, ... of the model in `folder` (Heun, `num_steps`): [n, 3, H, W] in [-1, 1], and the
+    seconds per sample of the run that made them. Cached beside the generations of the SD notebooks
+    (`.cache/generations/<model folder>-heun<steps>-seed<seed>/`); a larger n generates only the new seeds."""
+    from .paths import GENERATION_CACHE
+    from .results import save_npz_atomic
+
+    cache = GENERATION_CACHE / f"{Path(folder).name}-heun{num_steps}-seed{seed}" / "samples.npz"
+    have, seconds = np.zeros((0, *edm.EDMDenoiser.from_pretrained(folder).image_shape), np.float32), None
+    if cache.is_file():
+        with np.load(cache) as stored:
+            have, seconds = stored["samples"], float(stored["seconds_per_sample"])
+    if len(have) < n:
+        denoiser = edm.EDMDenoiser.from_pretrained(folder)
+        t0 = time.perf_counter()
+        new = edm.generate(denoiser, range(seed + len(have), seed + n), num_steps, batch_size, progress).numpy()
+        seconds = (time.perf_counter() - t0) / len(new)
+        have = np.concatenate([have, new])
+        save_npz_atomic(cache, samples=have, seconds_per_sample=np.float64(seconds))
+    return torch.from_numpy(have[:n]), seconds
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ground truth: which samples copy a training image
+# ----------------------------------------------------------------------------------------------------
+def ground_truth(samples: torch.Tensor, data: EDMTestbedData, threshold: float = CALIBRATED_L2_THRESHOLD) -> dict:
+    """Per sample ([n, 3, 32, 32] in [-1, 1]): the calibrated L2 ratio to its nearest distinct training image,
+    that image's index into `data.images` and its duplication, and memorized = ratio < threshold."""
+    train = data.model_space()
+    ratio, nearest = calibrated_l2(samples, train, training_spacing(train))
+    return {"ratio": ratio, "nearest": nearest, "nearest_duplication": data.duplication[nearest],
+            "memorized": ratio < threshold, "threshold": threshold}
+
+
+def dose_response(truth: dict, data: EDMTestbedData) -> dict:
+    """Per duplication count d: the share of samples that copy an image trained d times, and the fraction of those
+    images copied by at least one sample."""
+    out = {}
+    for d in sorted(set(data.duplication.tolist())):
+        ids = np.flatnonzero(data.duplication == d)
+        copying = truth["memorized"] & np.isin(truth["nearest"], ids)
+        out[int(d)] = {"images": int(len(ids)), "samples_copying": int(copying.sum()),
+                       "images_copied": float(np.isin(ids, truth["nearest"][copying]).mean())}
+    return out
+
+
+def criterion_false_copy_rate(data: EDMTestbedData, threshold: float = CALIBRATED_L2_THRESHOLD) -> dict:
+    return calibrated_l2_false_copy_rate(data.model_space(), threshold)

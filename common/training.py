@@ -1,0 +1,63 @@
+"""What the testbeds share: one training loop and one way to cache a trained model folder.
+
+    losses = fit(params, batch_loss, steps=..., lr=...)       # AdamW, linear warm-up, optional clipping
+    folder = write_folder_atomically(folder, save)            # the folder appears only when complete
+
+`batch_loss(step)` draws its own batch (from the caller's generator, so the random stream is the caller's)
+and returns the scalar loss; the loop does the rest. The CPU testbed (VAE, then UNet + text encoder) and the
+EDM testbed (`edm_testbed.py`) train through it.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """The learning-rate factor of a linear warm-up over `warmup` steps (1 from then on)."""
+    return min(1.0, (step + 1) / max(warmup, 1))
+
+
+def fit(params: Iterable[torch.nn.Parameter], batch_loss: Callable[[int], torch.Tensor], steps: int, lr: float,
+        weight_decay: float = 0.0, warmup: int = 0, clip_norm: float | None = None, desc: str = "training",
+        progress: bool = True) -> list[float]:
+    """`steps` AdamW steps on `batch_loss(step)`; returns the loss of every step."""
+    from tqdm.auto import trange
+
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, warmup))
+    losses = []
+    for step in trange(steps, desc=desc, disable=not progress, mininterval=2):
+        loss = batch_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
+
+
+def thin(values: list, points: int = 200) -> list:
+    """A loss curve averaged into at most `points` bins (for the info file and the plot)."""
+    chunks = np.array_split(np.asarray(values, dtype=np.float64), min(points, len(values)))
+    return [float(c.mean()) for c in chunks if len(c)]
+
+
+def write_folder_atomically(folder, save: Callable[[Path], None]) -> Path:
+    """`save(staging)` into `<folder>.partial`, then rename it to `folder`: an interrupted run leaves no folder
+    that looks complete (the caches test for the folder's info file)."""
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder

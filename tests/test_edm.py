@@ -1,0 +1,237 @@
+"""The EDM testbed: EDM's preconditioning, loss and sampler against the paper's equations (and diffusers' own
+EDM schedule), the copy criterion against brute force, the data and cache, and the two prompt-free detectors
+(std, LID in its VE form) against their recipes written out."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from common import copies, detectors, edm, edm_testbed, representations as reps
+from common.detectors import lid
+
+
+class RecordingUNet(torch.nn.Module):
+    """Stands in for F: returns a fixed map of its input and records the c_noise it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(0.3))
+        self.seen_noise = None
+
+    def forward(self, x, c_noise):
+        self.seen_noise = c_noise
+        return type("Out", (), {"sample": torch.tanh(x) * self.weight})()
+
+
+def test_preconditioning_is_eq7_with_edm_table1_coefficients():
+    unet = RecordingUNet()
+    denoiser = edm.EDMDenoiser(unet)
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.01, 0.5, 20.0])
+    out = denoiser(x, sigma)
+    for i, s in enumerate(sigma.tolist()):
+        sd = 0.5
+        c_skip, c_out, c_in = sd**2 / (s**2 + sd**2), s * sd / math.sqrt(s**2 + sd**2), 1 / math.sqrt(s**2 + sd**2)
+        expected = c_skip * x[i] + c_out * torch.tanh(c_in * x[i]) * 0.3
+        torch.testing.assert_close(out[i], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unet.seen_noise, sigma.log() / 4)
+
+
+def test_loss_is_lambda_weighted_denoising_error_at_log_normal_sigma():
+    denoiser = edm.EDMDenoiser(RecordingUNet())
+    y = torch.rand(4, 2, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    loss = edm.edm_loss(denoiser, y, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)                                    # the same draws, by hand
+    sigma = (-1.2 + 1.2 * torch.randn(4, generator=g)).exp()
+    n = torch.randn(y.shape, generator=g) * sigma.reshape(-1, 1, 1, 1)
+    weight = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
+    expected = weight * ((denoiser(y + n, sigma) - y) ** 2).flatten(1).mean(dim=1)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_sigma_steps_match_diffusers_edm_karras_schedule():
+    from diffusers import EDMEulerScheduler
+
+    ours = edm.karras_sigmas(18)
+    scheduler = EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, rho=7.0, sigma_schedule="karras")
+    scheduler.set_timesteps(18)
+    np.testing.assert_allclose(ours.numpy(), scheduler.sigmas.double().numpy(), rtol=1e-5)
+    assert ours[0] == pytest.approx(80.0) and ours[-2] == pytest.approx(0.002) and ours[-1] == 0
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
+        edm.karras_sigmas(0)
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """The exact D(x; σ) = s²/(s² + σ²) x for data N(0, s² I): the probability-flow ODE has the closed form
+    x(σ) = x(σ_max) sqrt(s² + σ²) / sqrt(s² + σ_max²)."""
+
+    def __init__(self, s=0.5):
+        super().__init__()
+        self.s, self.p = s, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, sigma):
+        return self.s**2 / (self.s**2 + float(sigma) ** 2) * x
+
+
+def test_heun_sampler_solves_the_probability_flow_ode_to_second_order():
+    x_T = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    expected = x_T * 80.0 * 0.5 / math.sqrt(0.25 + 80.0**2)
+    errors = [float(((edm.heun_sample(GaussianDenoiser(), x_T, n) - expected).abs() / expected.abs()).max())
+              for n in (18, 36, 72, 288)]
+    assert errors[0] < 0.06 and errors[-1] < 2e-4
+    assert 3.5 < errors[0] / errors[1] < 4.6 and 3.5 < errors[1] / errors[2] < 4.6   # halving the step: error / 4
+
+
+def test_denoiser_folder_round_trip_and_clear_errors(tmp_path):
+    config = edm_testbed.SMOKE_CONFIG
+    denoiser = edm_testbed.build_denoiser(config).eval()
+    denoiser.save_pretrained(tmp_path / "model")
+    loaded = edm.EDMDenoiser.from_pretrained(tmp_path / "model")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loaded(x, 0.3), denoiser(x, 0.3))
+    assert edm.is_edm_folder(tmp_path / "model") and not edm.is_edm_folder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not an EDM denoiser folder"):
+        edm.EDMDenoiser.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="outside the EDM model's noise range"):
+        edm.noise_level_check(100.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The copy criterion
+# ----------------------------------------------------------------------------------------------------
+def test_calibrated_l2_against_brute_force_and_its_leave_one_out_false_copy_rate():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(30, 12))
+    train[1] = train[0] + 0.01 * rng.normal(size=12)                     # a near-duplicate pair
+    samples = np.concatenate([train[5:7] + 0.001, rng.normal(size=(3, 12))])
+    ratio, nearest = copies.calibrated_l2(samples, train)
+    d = np.linalg.norm(samples[:, None] - train[None], axis=2)
+    dt = np.linalg.norm(train[:, None] - train[None], axis=2)
+    np.fill_diagonal(dt, np.inf)
+    np.testing.assert_array_equal(nearest, d.argmin(axis=1))
+    np.testing.assert_allclose(ratio, d.min(axis=1) / dt.min(axis=1)[nearest], rtol=1e-8)
+    assert ratio[:2].max() < 0.01 and ratio[2:].min() > 0.8                # copies pass, fresh draws do not
+
+    rate = copies.calibrated_l2_false_copy_rate(train)
+    loo = []                                                            # the criterion with image i left out
+    for i in range(len(train)):
+        others = np.delete(train, i, axis=0)
+        r, _ = copies.calibrated_l2(train[i:i + 1], others)
+        loo.append(r[0])
+    assert rate["false_copy_rate"] == pytest.approx(np.mean(np.array(loo) < 0.8))
+    assert rate["false_copy_rate"] >= 2 / 30                              # the planted pair calls each other copies
+    with pytest.raises(ValueError, match="identical"):
+        copies.calibrated_l2(samples, np.concatenate([train, train[:1]]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data and cache
+# ----------------------------------------------------------------------------------------------------
+def test_data_is_deterministic_natural_crops_with_planted_duplicates():
+    config = edm_testbed.SMOKE_CONFIG.data
+    a, b = edm_testbed.build_data(config), edm_testbed.build_data(config)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.images.shape == (40 + 2 + 4, 32, 32, 3) and a.images.dtype == np.uint8
+    assert len(a.train_rows) == 40 + 2 * 5 + 2 * (1 + 2)
+    assert a.images.std() > 20                                           # photographs, not flat fields
+    with pytest.raises(ValueError, match="unknown data source 'cifar10'"):
+        edm_testbed.EDMDataConfig(source="cifar10")
+    with pytest.raises(ValueError, match="duplication count must be >= 1, got 0"):
+        edm_testbed.EDMDataConfig(duplication=0)
+
+
+def test_smoke_testbed_trains_caches_and_retrains_on_a_changed_config(tmp_path):
+    folder = edm_testbed.ensure_edm_testbed(edm_testbed.SMOKE_CONFIG, progress=False, root=tmp_path)
+    assert edm_testbed.is_edm_testbed(folder)
+    stamp = (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert edm_testbed.ensure_edm_testbed(edm_testbed.SMOKE_CONFIG, progress=False, root=tmp_path) == folder
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp   # reused
+    info = edm_testbed.read_info(folder)
+    info["config"]["steps"] = 999                                        # a folder whose record disagrees
+    (folder / "testbed.json").write_text(__import__("json").dumps(info))
+    edm_testbed.ensure_edm_testbed(edm_testbed.SMOKE_CONFIG, progress=False, root=tmp_path)
+    assert edm_testbed.read_info(folder)["config"]["steps"] == 3          # retrained, not reused
+
+    data = edm_testbed.load_data(folder)
+    truth = edm_testbed.ground_truth(data.model_space()[data.indices("memorized")], data)
+    assert truth["memorized"].all() and (truth["ratio"] < 1e-5).all()    # a training image copies itself
+    dose = edm_testbed.dose_response(truth, data)
+    assert dose[5]["samples_copying"] == 2 and dose[1]["samples_copying"] == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# The prompt-free detectors on an EDM model
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_denoiser():
+    return edm_testbed.build_denoiser(edm_testbed.SMOKE_CONFIG).eval()
+
+
+def test_std_detector_on_edm_is_the_recipe_written_out(smoke_denoiser):
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    scores = detectors.get("std").score(smoke_denoiser, detectors.Samples(images), batch_size=2)
+    expected = []
+    for i in range(3):
+        n = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(i))
+        seen = []
+        block = smoke_denoiser.unet.up_blocks[0].resnets[2]
+        handle = block.nonlinearity.register_forward_hook(lambda m, a, o: seen.append(o))
+        with torch.no_grad():
+            smoke_denoiser(images[i:i + 1] + 0.17 * n, 0.17)
+        handle.remove()
+        h = seen[-1].flatten(2).amax(dim=2)                                # last call, spatial max: [1, C]
+        expected.append(float(h.double().std(unbiased=False)))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="outside the EDM model's noise range"):
+        reps.extract_edm_representations(smoke_denoiser, images, sigma=0.0)
+
+
+class LinearDenoiser(torch.nn.Module):
+    """D(x) = A x (flattened): tr(∂D/∂x) = tr(A) exactly."""
+
+    def __init__(self, d, seed=0):
+        super().__init__()
+        self.A = torch.nn.Parameter(torch.randn(d, d, generator=torch.Generator().manual_seed(seed)) / math.sqrt(d))
+
+    def forward(self, x, sigma):
+        return (x.flatten(1) @ self.A.T).reshape(x.shape)
+
+
+def test_lid_ve_form_on_a_linear_denoiser():
+    model = LinearDenoiser(12)
+    x = torch.randn(3, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    fn = lambda rows, owner: model(rows, 0.05)                              # noqa: E731
+    exact = lid.flipd_ve(fn, x, sigma=0.05, trace="exact")
+    residual = ((model(x, 0.05) - x).flatten(1) ** 2).sum(dim=1).double()
+    expected = float(torch.trace(model.A.detach()).double()) + residual.detach().numpy() / 0.05**2
+    np.testing.assert_allclose(exact, expected, rtol=1e-6)
+    many = lid.flipd_ve(fn, x, sigma=0.05, trace="hutchinson", probes=4000)
+    np.testing.assert_allclose(many, exact, rtol=0.02)
+
+
+def test_lid_detector_on_edm_scores_minus_flipd_and_refuses_a_prompt(smoke_denoiser):
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    scores = detectors.get("lid").score(smoke_denoiser, detectors.Samples(images), trace="hutchinson")
+    fn = lambda rows, owner: smoke_denoiser(rows, lid.EDM_SIGMA0)           # noqa: E731
+    np.testing.assert_allclose(scores, -lid.flipd_ve(fn, images, lid.EDM_SIGMA0, trace="hutchinson"), rtol=1e-6)
+    with pytest.raises(ValueError, match="no prompt"):
+        lid.lid_score(smoke_denoiser, detectors.Samples(images, prompts=["a", "b"]), conditional=True)
+    assert lid.EDM_SIGMA0 == pytest.approx(0.0447, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_default_edm_testbed_trained_from_scratch_memorizes_its_duplicates_only(tmp_path):
+    """The ground truth the CIFAR10 column rests on (≈ 10 min training + 30 s sampling on 2 cores)."""
+    folder = edm_testbed.ensure_edm_testbed(edm_testbed.EDMTestbedConfig(), progress=False, root=tmp_path)
+    data = edm_testbed.load_data(folder)
+    samples = edm.generate(edm.EDMDenoiser.from_pretrained(folder), range(300))
+    truth = edm_testbed.ground_truth(samples, data)
+    dose = edm_testbed.dose_response(truth, data)
+    # measured at the default config: 37 of 200 samples copy, 36 of them a crop trained 150 times (8 of 10 copied);
+    # 1 copies a crop seen once; the criterion calls 6.4 % of distinct crops copies of another (crowded photos)
+    assert dose[150]["samples_copying"] >= 30                          # the planted duplicates are reproduced
+    assert dose[150]["images_copied"] >= 0.6
+    assert dose[1]["samples_copying"] <= 6                              # crops seen once are (almost) never copied
+    assert (~truth["memorized"]).sum() >= 150                           # and most samples are new
+    assert edm_testbed.criterion_false_copy_rate(data)["false_copy_rate"] < 0.1
