@@ -32,7 +32,7 @@ from . import edm
 from .copies import CALIBRATED_L2_THRESHOLD, calibrated_l2, calibrated_l2_false_copy_rate, training_spacing
 from .paths import REPO_CACHE
 from .results import config_key, to_jsonable, write_json_atomic
-from .training import fit, thin, write_folder_atomically
+from .training import DuplicatedImages, fit, thin, write_folder_atomically
 
 LABEL = "edm-testbed"
 CACHE = REPO_CACHE / "testbed"
@@ -93,23 +93,12 @@ SMOKE_CONFIG = EDMTestbedConfig(data=EDMDataConfig(n_unique=40, n_memorized=2, d
 # Data
 # ----------------------------------------------------------------------------------------------------
 @dataclass
-class EDMTestbedData:
+class EDMTestbedData(DuplicatedImages):
     __test__ = False
     images: np.ndarray          # [M, 32, 32, 3] uint8, every distinct image once
     kind: np.ndarray            # [M] "unique" | "memorized" | "dose"
     duplication: np.ndarray     # [M] copies in the training set
     config: EDMDataConfig
-
-    @property
-    def train_rows(self) -> np.ndarray:
-        """Index into `images` of every training example, duplicates repeated: [N]."""
-        return np.repeat(np.arange(len(self.images)), self.duplication)
-
-    def indices(self, kind: str, duplication: int | None = None) -> np.ndarray:
-        mask = self.kind == kind
-        if duplication is not None:
-            mask &= self.duplication == duplication
-        return np.flatnonzero(mask)
 
     def model_space(self) -> torch.Tensor:
         """[M, 3, 32, 32] float32 in [-1, 1]."""

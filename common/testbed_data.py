@@ -29,6 +29,8 @@ from itertools import product
 
 import numpy as np
 
+from .training import DuplicatedImages
+
 RESOLUTION = 16      # image side; 16x16 -> 8x8x4 latents (SD: 512 -> 64). 32x32 was tried: see CPU_testbed.ipynb
 DESIGN_SIDE = 32.0   # scenes are laid out on a 32-unit square and drawn at any resolution
 SHAPES = ("circle", "square", "triangle")
@@ -89,7 +91,7 @@ class Scene:
 
 
 @dataclass
-class TestbedData:
+class TestbedData(DuplicatedImages):
     """Unique images and the training rows that point at them (a duplicated pair = several rows)."""
 
     __test__ = False                    # not a pytest test class
@@ -100,17 +102,6 @@ class TestbedData:
     held_out_captions: list             # generalizing captions whose attribute combination is never trained
     config: TestbedDataConfig
     details: dict = field(default_factory=dict)
-
-    @property
-    def train_rows(self) -> np.ndarray:
-        """Index into `images` of every training example, duplicates repeated: [N]."""
-        return np.repeat(np.arange(len(self.images)), self.duplication)
-
-    def indices(self, kind: str, duplication: int | None = None) -> np.ndarray:
-        mask = self.kind == kind
-        if duplication is not None:
-            mask &= self.duplication == duplication
-        return np.flatnonzero(mask)
 
     @property
     def trained_unique(self) -> np.ndarray:

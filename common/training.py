@@ -1,4 +1,5 @@
-"""What the testbeds share: one training loop and one way to cache a trained model folder.
+"""What the testbeds share: one training loop, one way to cache a trained model folder, and the shape of their
+data (distinct images with duplication counts).
 
     losses = fit(params, batch_loss, steps=..., lr=...)       # AdamW, linear warm-up, optional clipping
     folder = write_folder_atomically(folder, save)            # the folder appears only when complete
@@ -15,6 +16,24 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+
+
+class DuplicatedImages:
+    """What a testbed's data set shares: distinct images, each with a kind and a duplication count (the times it
+    appears in the training set). Mixed into the testbeds' data classes, which define `images`, `kind`,
+    `duplication`."""
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        """Index into `images` of every training example, duplicates repeated: [N]."""
+        return np.repeat(np.arange(len(self.images)), self.duplication)
+
+    def indices(self, kind: str, duplication: int | None = None) -> np.ndarray:
+        """The images of one kind (and, if given, one duplication count)."""
+        mask = self.kind == kind
+        if duplication is not None:
+            mask &= self.duplication == duplication
+        return np.flatnonzero(mask)
 
 
 def warmup_factor(step: int, warmup: int) -> float:
