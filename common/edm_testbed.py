@@ -20,7 +20,6 @@ drawn uniformly from the training rows.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,12 +30,12 @@ import torch
 from . import edm
 from .copies import CALIBRATED_L2_THRESHOLD, calibrated_l2, calibrated_l2_false_copy_rate, training_spacing
 from .paths import REPO_CACHE
-from .results import config_key, to_jsonable, write_json_atomic
-from .training import DuplicatedImages, fit, thin, write_folder_atomically
+from .results import config_key, to_jsonable
+from .training import (INFO_NAME, DuplicatedImages, fit, read_info, recorded_data_config, thin,
+                       write_folder_atomically)
 
 LABEL = "edm-testbed"
 CACHE = REPO_CACHE / "testbed"
-INFO_NAME = "testbed.json"
 TRAINER_VERSION = 2                     # 2: six photographs (no near-flat crops)
 # hubble_deep_field and retina are left out: their black sky and borders give near-flat crops, which a sampler
 # reproduces generically and the copy criterion then counts as copies (measured: most "memorized" samples of a
@@ -121,15 +120,15 @@ def random_crop(rng: np.random.Generator, photos: list[np.ndarray], config: EDMD
     A flat crop (pixel std < min_pixel_std) is drawn again."""
     from PIL import Image
 
-    photo = photos[rng.integers(len(photos))]
-    h, w = photo.shape[:2]
-    side = int(rng.integers(config.crop_sides[0], min(config.crop_sides[1], h, w) + 1))
-    top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-    crop = Image.fromarray(photo[top:top + side, left:left + side])
-    crop = crop.resize((config.resolution, config.resolution), Image.Resampling.BOX)
-    out = np.asarray(crop)
-    if out.std() < config.min_pixel_std:
-        return random_crop(rng, photos, config)
+    while True:
+        photo = photos[rng.integers(len(photos))]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(config.crop_sides[0], min(config.crop_sides[1], h, w) + 1))
+        top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+        crop = Image.fromarray(photo[top:top + side, left:left + side])
+        out = np.asarray(crop.resize((config.resolution, config.resolution), Image.Resampling.BOX))
+        if out.std() >= config.min_pixel_std:
+            break
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 
@@ -177,11 +176,7 @@ def train_edm_testbed(config: EDMTestbedConfig, folder, progress: bool = True) -
             "n_train_rows": int(len(rows)), "n_distinct_images": int(len(images)),
             "parameters": sum(p.numel() for p in denoiser.parameters()), "loss_curve": thin(losses)}
 
-    def save(staging):
-        denoiser.save_pretrained(staging)
-        write_json_atomic(staging / INFO_NAME, to_jsonable(info))
-
-    write_folder_atomically(folder, save)
+    write_folder_atomically(folder, denoiser.save_pretrained, info)
     return info
 
 
@@ -191,10 +186,6 @@ def edm_testbed_folder(config: EDMTestbedConfig = EDMTestbedConfig(), root=None)
 
 def is_edm_testbed(model) -> bool:
     return model is not None and (Path(str(model)) / INFO_NAME).is_file() and edm.is_edm_folder(model)
-
-
-def read_info(folder) -> dict:
-    return json.loads((Path(folder) / INFO_NAME).read_text())
 
 
 def ensure_edm_testbed(config: EDMTestbedConfig = EDMTestbedConfig(), progress: bool = True, root=None) -> Path:
@@ -213,8 +204,7 @@ def ensure_edm_testbed(config: EDMTestbedConfig = EDMTestbedConfig(), progress: 
 
 def load_data(folder) -> EDMTestbedData:
     """The data a testbed folder was trained on (rebuilt from its recorded config: deterministic)."""
-    data = read_info(folder)["config"]["data"]
-    return build_data(EDMDataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}))
+    return build_data(recorded_data_config(EDMDataConfig, folder))
 
 
 def cached_samples(folder, n: int, num_steps: int = edm.NUM_STEPS, seed: int = 0, batch_size: int = 128,
@@ -226,12 +216,12 @@ def cached_samples(folder, n: int, num_steps: int = edm.NUM_STEPS, seed: int = 0
     from .results import save_npz_atomic
 
     cache = GENERATION_CACHE / f"{Path(folder).name}-heun{num_steps}-seed{seed}" / "samples.npz"
-    have, seconds = np.zeros((0, *edm.EDMDenoiser.from_pretrained(folder).image_shape), np.float32), None
+    denoiser = edm.EDMDenoiser.from_pretrained(folder)
+    have, seconds = np.zeros((0, *denoiser.image_shape), np.float32), None
     if cache.is_file():
         with np.load(cache) as stored:
             have, seconds = stored["samples"], float(stored["seconds_per_sample"])
     if len(have) < n:
-        denoiser = edm.EDMDenoiser.from_pretrained(folder)
         t0 = time.perf_counter()
         new = edm.generate(denoiser, range(seed + len(have), seed + n), num_steps, batch_size, progress).numpy()
         seconds = (time.perf_counter() - t0) / len(new)

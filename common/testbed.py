@@ -35,13 +35,13 @@ import torch.nn.functional as F
 
 from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
 from .paths import REPO_CACHE
-from .results import config_key, to_jsonable, write_json_atomic
+from .results import config_key
 from .testbed_data import CAPTION_WORDS, TITLE_WORDS, TestbedData, TestbedDataConfig, build_testbed_data, to_model_space
-from .training import fit, thin, write_folder_atomically
+from .training import INFO_NAME, fit, recorded_data_config, thin, write_folder_atomically
+from .training import read_info  # noqa: F401  (part of this module's API: testbed.read_info)
 
 TESTBED_LABEL = "cpu-testbed"           # the model label in titles and results JSON
 TESTBED_CACHE = REPO_CACHE / "testbed"
-INFO_NAME = "testbed.json"
 TRAINER_VERSION = 3                     # bump when the training code changes what it produces
 MAX_TOKENS = 16                         # <start> + the longest caption (12 words) + <end>, padded
 
@@ -199,10 +199,6 @@ def is_testbed(model) -> bool:
     return model is not None and (Path(str(model)).expanduser() / INFO_NAME).is_file()
 
 
-def read_info(folder) -> dict:
-    return json.loads((Path(folder) / INFO_NAME).read_text())
-
-
 def train_testbed(config: TestbedConfig, folder, progress: bool = True) -> dict:
     """Build the data, train the VAE then the UNet and text encoder, save the pipeline folder. Returns the info."""
     from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
@@ -250,11 +246,7 @@ def train_testbed(config: TestbedConfig, folder, progress: bool = True) -> dict:
                        "vae": sum(p.numel() for p in vae.parameters())},
         "loss_curves": {k: thin(v) for k, v in log.items()},
     }
-    def save(staging):
-        pipe.save_pretrained(staging)
-        write_json_atomic(staging / INFO_NAME, to_jsonable(info))
-
-    write_folder_atomically(folder, save)
+    write_folder_atomically(folder, pipe.save_pretrained, info)
     return info
 
 
@@ -272,8 +264,7 @@ def ensure_testbed(config: TestbedConfig = TestbedConfig(), progress: bool = Tru
 
 def load_data(folder) -> TestbedData:
     """The data set a testbed folder was trained on (rebuilt from its config: deterministic)."""
-    return build_testbed_data(TestbedDataConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                   for k, v in read_info(folder)["config"]["data"].items()}))
+    return build_testbed_data(recorded_data_config(TestbedDataConfig, folder))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 data (distinct images with duplication counts).
 
     losses = fit(params, batch_loss, steps=..., lr=...)       # AdamW, linear warm-up, optional clipping
-    folder = write_folder_atomically(folder, save)            # the folder appears only when complete
+    write_folder_atomically(folder, model.save_pretrained, info)   # model files + testbed.json, all or nothing
+    read_info(folder), recorded_data_config(DataConfig, folder)    # what a cached folder was trained with
 
 `batch_loss(step)` draws its own batch (from the caller's generator, so the random stream is the caller's)
 and returns the scalar loss; the loop does the rest. The CPU testbed (VAE, then UNet + text encoder) and the
@@ -10,6 +11,7 @@ EDM testbed (`edm_testbed.py`) train through it.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Callable, Iterable
@@ -17,6 +19,9 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from .results import to_jsonable, write_json_atomic
+
+INFO_NAME = "testbed.json"      # a testbed folder's record: its config, data source, training log
 
 class DuplicatedImages:
     """What a testbed's data set shares: distinct images, each with a kind and a duplication count (the times it
@@ -69,14 +74,26 @@ def thin(values: list, points: int = 200) -> list:
     return [float(c.mean()) for c in chunks if len(c)]
 
 
-def write_folder_atomically(folder, save: Callable[[Path], None]) -> Path:
-    """`save(staging)` into `<folder>.partial`, then rename it to `folder`: an interrupted run leaves no folder
-    that looks complete (the caches test for the folder's info file)."""
+def write_folder_atomically(folder, save: Callable[[Path], None], info: dict) -> Path:
+    """`save(staging)` and `info` (as INFO_NAME) into `<folder>.partial`, then rename it to `folder`: an
+    interrupted run leaves no folder that looks complete (the caches test for the info file)."""
     folder = Path(folder)
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save(staging)
+    write_json_atomic(staging / INFO_NAME, to_jsonable(info))
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder
+
+
+def read_info(folder) -> dict:
+    """The INFO_NAME record of a testbed folder."""
+    return json.loads((Path(folder) / INFO_NAME).read_text())
+
+
+def recorded_data_config(config_class, folder):
+    """The data config a testbed folder was trained with, rebuilt as `config_class` (JSON lists back to tuples)."""
+    recorded = read_info(folder)["config"]["data"]
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
