@@ -17,6 +17,15 @@ on the steps σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ})
 On disk a denoiser is an ordinary folder: `unet/` (the UNet's `save_pretrained`) and `edm.json` (σ_data), so
 `EDMDenoiser.from_pretrained(folder)` restores it and `UNet2DModel.from_pretrained(folder / "unet")` reads the
 network alone.
+
+A public unconditional diffusers model (e.g. google/ddpm-cifar10-32: ε-prediction on DDPM's discrete linear β) is
+the same D(x; σ) in other coordinates (EDM Appendix C.1, "VP"): with ᾱ_t = Π(1 − β_s) and σ(t) = sqrt((1 − ᾱ_t)/ᾱ_t),
+the VE point x_σ = x_0 + σ n is the VP point x_t = x_σ / sqrt(1 + σ²), and
+
+    D(x_σ; σ) = x_σ − σ ε̂(x_σ / sqrt(1 + σ²), t(σ))                                              (VP → VE)
+
+with t(σ) interpolated in ln σ between the schedule's integer steps (k-diffusion's `sigma_to_t`). `VPDenoiser`
+does this, so the detectors, the sampler and the Jacobian run on it unchanged; `load_denoiser` takes either kind.
 """
 from __future__ import annotations
 
@@ -37,6 +46,8 @@ CONFIG_NAME = "edm.json"
 
 class EDMDenoiser(nn.Module):
     """D(x; σ) of eq. 7 around a `UNet2DModel` (EDM's `EDMPrecond`)."""
+
+    sigma_min, sigma_max = SIGMA_MIN, SIGMA_MAX      # the noise range it was trained on (EDM's sampling range)
 
     def __init__(self, unet: nn.Module, sigma_data: float = SIGMA_DATA):
         super().__init__()
@@ -92,6 +103,90 @@ def is_edm_folder(model) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------
+# A discrete-time ε-prediction model (DDPM) as a VE denoiser
+# ----------------------------------------------------------------------------------------------------
+DDPM_CIFAR10_HUB_ID = "google/ddpm-cifar10-32"
+# Its UNet config as published with the weights (config.json; the DDPM paper's CIFAR10 net, 35.7 M parameters):
+# ch_mult (1, 2, 2, 2), attention at 16x16, so up_blocks.0 runs at 4x4. Tests build it with random weights.
+DDPM_CIFAR10_UNET_CONFIG = dict(
+    sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 256, 256),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), act_fn="silu", attention_head_dim=None,
+    center_input_sample=False, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1,
+    norm_eps=1e-6, norm_num_groups=32, time_embedding_type="positional")
+DDPM_SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+
+
+class VPDenoiser(EDMDenoiser):
+    """D(x; σ) = x − σ ε̂(x / sqrt(1 + σ²), t(σ)) for an ε-prediction `UNet2DModel` on a discrete schedule."""
+
+    def __init__(self, unet: nn.Module, alphas_cumprod: torch.Tensor):
+        super().__init__(unet)
+        alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+        self.register_buffer("log_sigmas", (((1 - alphas_cumprod) / alphas_cumprod).sqrt().log()).float())  # [T]
+        self.sigma_min, self.sigma_max = float(self.log_sigmas[0].exp()), float(self.log_sigmas[-1].exp())
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The fractional timestep whose σ(t), interpolated linearly in ln σ, is `sigma`: [B] float32."""
+        log_sigma = sigma.float().log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
+        upper = torch.searchsorted(self.log_sigmas, log_sigma).clamp(1, len(self.log_sigmas) - 1)    # [B]
+        lo, hi = self.log_sigmas[upper - 1], self.log_sigmas[upper]
+        return (upper - 1).float() + (log_sigma - lo) / (hi - lo)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sigma = sigma.expand(len(x)) if sigma.numel() == 1 else sigma                   # [B]
+        s = sigma.reshape(-1, 1, 1, 1)
+        x_t = x / (1 + s**2).sqrt()                                                      # the VP point
+        eps = self.unet(x_t.to(self.dtype), self.sigma_to_t(sigma).to(self.dtype)).sample.float()
+        return x - s * eps
+
+    def save_pretrained(self, folder) -> None:
+        raise NotImplementedError("a VPDenoiser is a view of a diffusers model folder: save the UNet and scheduler")
+
+
+def load_denoiser(model, device=None, dtype=None) -> EDMDenoiser:
+    """An EDM testbed folder (`edm.json`), or a diffusers unconditional ε-prediction model: a hub id such as
+    DDPM_CIFAR10_HUB_ID (HF cache, or the network), or a local folder in DDPMPipeline's layout (`unet/`,
+    `scheduler/`) or a bare UNet folder (`config.json` and `scheduler_config.json` side by side)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    path = Path(str(model)).expanduser()
+    if is_edm_folder(path):
+        return EDMDenoiser.from_pretrained(path, device, dtype)
+    folder = path if path.is_dir() else _hub_snapshot(str(model))
+    unet_dir = folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
+    scheduler_dir = folder / "scheduler" if (folder / "scheduler").is_dir() else folder
+    if not (unet_dir / "config.json").is_file() or not (scheduler_dir / "scheduler_config.json").is_file():
+        raise FileNotFoundError(f"{folder} holds neither an EDM denoiser ({CONFIG_NAME}) nor a diffusers UNet2DModel "
+                                "with its scheduler (unet/ + scheduler/, or config.json + scheduler_config.json)")
+    scheduler = DDPMScheduler.from_pretrained(scheduler_dir)
+    if scheduler.config.prediction_type != "epsilon":
+        raise ValueError(f"{folder}: prediction_type {scheduler.config.prediction_type!r}; only ε-prediction is mapped")
+    unet = UNet2DModel.from_pretrained(unet_dir)
+    if unet.config.out_channels != unet.config.in_channels:
+        raise ValueError(f"{folder}: out_channels {unet.config.out_channels} != in_channels (a learned-variance model?)")
+    return VPDenoiser(unet, scheduler.alphas_cumprod).eval().to(device=device or "cpu", dtype=dtype or torch.float32)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot of a hub repo: from the HF cache, else downloaded; offline and uncached, a clear error."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as error:
+        raise FileNotFoundError(
+            f"{repo_id!r} is neither a local folder nor in the Hugging Face cache, and downloading it failed "
+            f"({type(error).__name__}). On a machine with network access run `huggingface-cli download {repo_id} "
+            f"--local-dir /path/to/folder` and pass that folder.") from error
+
+
+# ----------------------------------------------------------------------------------------------------
 # Training loss (§5, Table 1 "Training")
 # ----------------------------------------------------------------------------------------------------
 def edm_loss(denoiser: EDMDenoiser, y: torch.Tensor, generator: torch.Generator | None = None,
@@ -122,7 +217,10 @@ def karras_sigmas(num_steps: int = NUM_STEPS, sigma_min: float = SIGMA_MIN, sigm
 @torch.no_grad()
 def heun_sample(denoiser: EDMDenoiser, x_T: torch.Tensor, num_steps: int = NUM_STEPS, sigma_min: float = SIGMA_MIN,
                 sigma_max: float = SIGMA_MAX, rho: float = RHO) -> torch.Tensor:
-    """Algorithm 1 from x_T ~ N(0, I) (scaled by σ_0 here): [B, C, H, W] in about [-1, 1]."""
+    """Algorithm 1 from x_T ~ N(0, I) (scaled by σ_0 here): [B, C, H, W] in about [-1, 1]. The σ range is cut to
+    the denoiser's own (a VP model's starts at σ(t=0) ≈ 0.01), as EDM's `edm_sampler` does."""
+    sigma_min = max(sigma_min, getattr(denoiser, "sigma_min", sigma_min))
+    sigma_max = min(sigma_max, getattr(denoiser, "sigma_max", sigma_max))
     sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho)
     x = x_T.double() * sigmas[0]
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
@@ -153,9 +251,12 @@ def generate(denoiser: EDMDenoiser, seeds: Sequence[int], num_steps: int = NUM_S
     return torch.cat(out)
 
 
-def noise_level_check(sigma: float, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> float:
-    """σ as a float, or a clear error when it is outside the model's range [σ_min, σ_max]."""
+def noise_level_check(sigma: float, denoiser: EDMDenoiser | None = None) -> float:
+    """σ as a float, or a clear error when it is outside the model's noise range [σ_min, σ_max] (EDM's when no
+    denoiser is given)."""
     sigma = float(sigma)
+    sigma_min, sigma_max = (denoiser.sigma_min, denoiser.sigma_max) if denoiser is not None else (SIGMA_MIN, SIGMA_MAX)
     if not (sigma_min <= sigma <= sigma_max) or math.isnan(sigma):
-        raise ValueError(f"σ = {sigma} is outside the EDM model's noise range [{sigma_min}, {sigma_max}]")
+        name = "EDM" if denoiser is None or type(denoiser) is EDMDenoiser else type(denoiser).__name__
+        raise ValueError(f"σ = {sigma} is outside the {name} model's noise range [{sigma_min:.4g}, {sigma_max:.4g}]")
     return sigma

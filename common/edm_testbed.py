@@ -17,6 +17,8 @@ drawn uniformly from the training rows.
 
     ensure_edm_testbed()  ->  .cache/testbed/edm-testbed-<config key>/   (trained once, then reused)
     edm.EDMDenoiser.from_pretrained(that folder)
+    open_model(model, train_images)   ->  what the EDM notebook runs on: this testbed, or a public model (e.g.
+                                          google/ddpm-cifar10-32) with the images it was trained on
 """
 from __future__ import annotations
 
@@ -207,16 +209,60 @@ def load_data(folder) -> EDMTestbedData:
     return build_data(recorded_data_config(EDMDataConfig, folder))
 
 
-def cached_samples(folder, n: int, num_steps: int = edm.NUM_STEPS, seed: int = 0, batch_size: int = 128,
+def open_model(model=None, train_images=None, config: EDMTestbedConfig = EDMTestbedConfig()):
+    """(denoiser, data, info) for the EDM notebook. `model` None: the testbed of `config` (trained once, cached);
+    an EDM testbed folder; or any model `edm.load_denoiser` reads — a public unconditional DDPM such as
+    google/ddpm-cifar10-32 — with `train_images`, the images it was trained on (an .npy of uint8 [N, H, W, 3], or
+    a folder of image files), for the ground truth. info: the testbed record, plus "model" (what to load) and "tag"
+    (model and data, for titles)."""
+    if model is None or is_edm_testbed(model):
+        folder = Path(model) if model is not None else ensure_edm_testbed(config)
+        info = read_info(folder)
+        info.update(model=str(folder), tag=f"{LABEL}, {info['config']['data']['source']}")
+        return edm.load_denoiser(folder), load_data(folder), info
+    if train_images is None:
+        raise ValueError(f"{model} was not trained here: pass its training images (TRAIN_IMAGES: an .npy of uint8 "
+                         "[N, H, W, 3] or a folder of images) so that samples can be checked for copies")
+    denoiser = edm.load_denoiser(model)
+    images = read_training_images(train_images, denoiser.image_shape[-1])
+    data = EDMTestbedData(images, np.full(len(images), "unique"), np.ones(len(images), dtype=int), config=None)
+    label = Path(str(model)).name
+    info = {"label": label, "model": str(model), "tag": f"{label}, {Path(str(train_images)).name}",
+            "data_source": f"its training images, from {train_images}", "train_seconds": None, "loss_curve": [],
+            "parameters": sum(p.numel() for p in denoiser.parameters()), "n_train_rows": len(images),
+            "n_distinct_images": len(images), "config": None}
+    return denoiser, data, info
+
+
+def read_training_images(source, resolution: int) -> np.ndarray:
+    """uint8 [N, r, r, 3] from an .npy file of that shape or a folder of image files (sorted by name)."""
+    from PIL import Image
+
+    source = Path(source).expanduser()
+    if source.is_dir():
+        files = sorted(f for f in source.iterdir() if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+        images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]) if files else np.zeros((0,))
+    elif source.suffix == ".npy":
+        images = np.load(source, allow_pickle=False)
+    else:
+        raise FileNotFoundError(f"{source}: neither a folder of images nor an .npy file")
+    if images.ndim != 4 or images.shape[1:] != (resolution, resolution, 3) or images.dtype != np.uint8:
+        raise ValueError(f"{source}: training images must be uint8 [N, {resolution}, {resolution}, 3], got "
+                         f"{images.dtype} {list(images.shape)}")
+    return images
+
+
+def cached_samples(model, n: int, num_steps: int = edm.NUM_STEPS, seed: int = 0, batch_size: int = 128,
                    progress: bool = True) -> tuple[torch.Tensor, float]:
-    """Samples seed, seed + 1, ... of the model in `folder` (Heun, `num_steps`): [n, 3, H, W] in [-1, 1], and the
-    seconds per sample of the run that made them. Cached beside the generations of the SD notebooks
-    (`.cache/generations/<model folder>-heun<steps>-seed<seed>/`); a larger n generates only the new seeds."""
+    """Samples seed, seed + 1, ... of `model` (a folder or hub id `edm.load_denoiser` reads; Heun, `num_steps`):
+    [n, 3, H, W] in [-1, 1], and the seconds per sample of the run that made them. Cached beside the generations of
+    the SD notebooks (`.cache/generations/<model name>-heun<steps>-seed<seed>/`); a larger n generates only the
+    new seeds."""
     from .paths import GENERATION_CACHE
     from .results import save_npz_atomic
 
-    cache = GENERATION_CACHE / f"{Path(folder).name}-heun{num_steps}-seed{seed}" / "samples.npz"
-    denoiser = edm.EDMDenoiser.from_pretrained(folder)
+    cache = GENERATION_CACHE / f"{Path(str(model)).name}-heun{num_steps}-seed{seed}" / "samples.npz"
+    denoiser = edm.load_denoiser(model)
     have, seconds = np.zeros((0, *denoiser.image_shape), np.float32), None
     if cache.is_file():
         with np.load(cache) as stored:

@@ -141,7 +141,7 @@ def extract_edm_representations(denoiser, images: torch.Tensor, layers: Sequence
     Returns reps[layer][pooling] -> float32 [N, C]."""
     from .edm import noise_level_check
 
-    sigma = noise_level_check(sigma)
+    sigma = noise_level_check(sigma, denoiser)
     layers, poolings = ([layers] if isinstance(layers, str) else list(layers),
                         [poolings] if isinstance(poolings, str) else list(poolings))
     for pooling in poolings:

@@ -220,6 +220,113 @@ def test_lid_detector_on_edm_scores_minus_flipd_and_refuses_a_prompt(smoke_denoi
     assert lid.EDM_SIGMA0 == pytest.approx(0.0447, abs=1e-4)
 
 
+# ----------------------------------------------------------------------------------------------------
+# The real-model path: a public DDPM (ε-prediction, discrete linear β) as a VE denoiser
+# ----------------------------------------------------------------------------------------------------
+def small_ddpm(seed=0):
+    """A DDPM UNet of the CIFAR10 model's block layout at a tenth of its width, with diffusers' DDPM scheduler."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(**{**edm.DDPM_CIFAR10_UNET_CONFIG, "block_out_channels": (16, 32, 32, 32), "norm_num_groups": 8})
+    return unet.eval(), DDPMScheduler(**edm.DDPM_SCHEDULE, clip_sample=False)
+
+
+def test_vp_denoiser_is_ddpms_predicted_clean_image_in_ve_coordinates():
+    """At σ = σ(t) of an integer step, D(x_σ; σ) must equal diffusers' own x̂_0 (DDPMScheduler.step's
+    pred_original_sample) at the VP point x_t = sqrt(ᾱ_t) x_σ; between steps t(σ) interpolates ln σ."""
+    unet, scheduler = small_ddpm()
+    denoiser = edm.VPDenoiser(unet, scheduler.alphas_cumprod)
+    abar = scheduler.alphas_cumprod.double()
+    sigma_of = lambda t: float(((1 - abar[t]) / abar[t]).sqrt())           # noqa: E731
+    assert denoiser.sigma_min == pytest.approx(sigma_of(0), rel=1e-5)
+    assert denoiser.sigma_max == pytest.approx(sigma_of(999), rel=1e-5) and 150 < denoiser.sigma_max < 160
+    steps = torch.tensor([0, 17, 250, 999])
+    sigmas = torch.tensor([sigma_of(t) for t in steps.tolist()])
+    torch.testing.assert_close(denoiser.sigma_to_t(sigmas), steps.float(), atol=2e-3, rtol=0)
+    mid = torch.tensor([math.sqrt(sigma_of(40) * sigma_of(41))])               # halfway in ln σ
+    torch.testing.assert_close(denoiser.sigma_to_t(mid), torch.tensor([40.5]), atol=2e-3, rtol=0)
+
+    x_sigma = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for t in (17, 250):
+        x_t = x_sigma * abar[t].sqrt().float()
+        with torch.no_grad():
+            eps = unet(x_t, torch.tensor(t)).sample
+            expected = scheduler.step(eps, t, x_t, generator=torch.Generator().manual_seed(0)).pred_original_sample
+            got = denoiser(x_sigma, sigma_of(t))
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="outside the VPDenoiser model's noise range"):
+        edm.noise_level_check(200.0, denoiser)
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "bare"])
+def test_ddpm_cifar10_config_with_random_weights_runs_both_detectors(tmp_path, layout):
+    """google/ddpm-cifar10-32's exact UNet config (random weights), saved as diffusers writes it: DDPMPipeline's
+    folder (unet/, scheduler/) or the UNet's and scheduler's files side by side. The std detector hooks
+    up_blocks.0.resnets.2 at 4x4 with 256 channels; LID runs at σ₀."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(**edm.DDPM_CIFAR10_UNET_CONFIG).eval()
+    assert 35e6 < sum(p.numel() for p in unet.parameters()) < 36.5e6           # the published model: 35.7 M
+    scheduler = DDPMScheduler(**edm.DDPM_SCHEDULE)
+    if layout == "pipeline":
+        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path)
+    else:
+        unet.save_pretrained(tmp_path), scheduler.save_pretrained(tmp_path)
+    denoiser = edm.load_denoiser(tmp_path)
+    assert isinstance(denoiser, edm.VPDenoiser)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    rep = reps.extract_edm_representations(denoiser, images, poolings=["spatial_max"])[reps.DETECTION_LAYER]["spatial_max"]
+    assert rep.shape == (2, 256)
+    std = detectors.get("std").score(denoiser, detectors.Samples(images))
+    np.testing.assert_allclose(std, rep.astype(np.float64).std(axis=1), rtol=1e-5)
+    scores = detectors.get("lid").score(denoiser, detectors.Samples(images), trace="hutchinson")
+    assert np.isfinite(scores).all() and scores.shape == (2,)
+
+
+def test_load_denoiser_errors_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither an EDM denoiser"):
+        edm.load_denoiser(tmp_path)
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download"):          # offline, not cached
+        edm.load_denoiser("nobody-here/not-a-model")
+    unet, _ = small_ddpm()
+    unet.save_pretrained(tmp_path / "v")
+    from diffusers import DDPMScheduler
+    DDPMScheduler(**edm.DDPM_SCHEDULE, prediction_type="v_prediction").save_pretrained(tmp_path / "v")
+    with pytest.raises(ValueError, match="only ε-prediction"):
+        edm.load_denoiser(tmp_path / "v")
+
+
+def test_open_model_runs_a_public_model_with_its_training_images(tmp_path, monkeypatch):
+    """The notebook's MODEL + TRAIN_IMAGES path: a DDPM folder, its images as .npy or a folder of PNGs; samples
+    cached under the model's name; missing or malformed training images are refused with the fix."""
+    from PIL import Image
+
+    unet, scheduler = small_ddpm()
+    unet.save_pretrained(tmp_path / "ddpm"), scheduler.save_pretrained(tmp_path / "ddpm")
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "train.npy", images)
+    (tmp_path / "pngs").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "pngs" / f"{i:03d}.png")
+    for source in (tmp_path / "train.npy", tmp_path / "pngs"):
+        denoiser, data, info = edm_testbed.open_model(tmp_path / "ddpm", source)
+        assert isinstance(denoiser, edm.VPDenoiser) and info["train_seconds"] is None and info["label"] == "ddpm"
+        np.testing.assert_array_equal(data.images, images)
+        assert list(data.indices("unique")) == [0, 1, 2, 3, 4] and (data.duplication == 1).all()
+    monkeypatch.setattr("common.paths.GENERATION_CACHE", tmp_path / "generations")
+    samples, _ = edm_testbed.cached_samples(info["model"], 2, num_steps=2, progress=False)
+    assert samples.shape == (2, 3, 32, 32) and (tmp_path / "generations" / "ddpm-heun2-seed0" / "samples.npz").is_file()
+    truth = edm_testbed.ground_truth(samples, data)
+    assert truth["ratio"].shape == (2,)
+    with pytest.raises(ValueError, match="TRAIN_IMAGES"):
+        edm_testbed.open_model(tmp_path / "ddpm")
+    np.save(tmp_path / "bad.npy", images[:, :16])
+    with pytest.raises(ValueError, match=r"uint8 \[N, 32, 32, 3\]"):
+        edm_testbed.open_model(tmp_path / "ddpm", tmp_path / "bad.npy")
+
+
 @pytest.mark.slow
 def test_default_edm_testbed_trained_from_scratch_memorizes_its_duplicates_only(tmp_path):
     """The ground truth the CIFAR10 column rests on (≈ 10 min training + 30 s sampling on 2 cores)."""
