@@ -163,3 +163,52 @@ def extract_edm_representations(denoiser, images: torch.Tensor, layers: Sequence
                 for pooling in poolings:
                     out[layer][pooling].append(pool(features, pooling).cpu().numpy())            # [B, C]
     return {layer: {p: np.concatenate(v) for p, v in by_pool.items()} for layer, by_pool in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Class-conditional latent transformers: DiT (`dit.DiTModel`)
+# ----------------------------------------------------------------------------------------------------
+DIT_DETECTION_TIMESTEP = 50      # the paper's real-model figures: t = 50, σ = sqrt((1 − ᾱ)/ᾱ) ≈ 0.18 on DiT's β
+DIT_SWEEP_TIMESTEPS = (10, 50, 100)
+
+
+def extract_dit_representations(model, images: torch.Tensor, layers: Sequence[str] | None = None,
+                                timestep: int = DIT_DETECTION_TIMESTEP, poolings: Sequence[str] = (DETECTION_POOLING,),
+                                labels=None, seeds: Sequence[int] | None = None,
+                                batch_size: int = 64) -> dict[str, dict[str, np.ndarray]]:
+    """The same representation on a DiT, whose activations are tokens, not feature maps:
+
+        image [-1, 1] --VAE posterior mean x scaling_factor--> z_0 --sqrt(ᾱ_t) z_0 + sqrt(1 − ᾱ_t) n (n from the
+        image's seed)--> one transformer pass with `labels` (None: the null label — prompt-free)
+        --> hooked MLP hidden [B, tokens, C] --> max ("spatial_max") or mean over the tokens --> [B, C]
+
+    layers: default the MLP hidden of `dit.default_block` (fixed before any result). Returns reps[layer][pooling]
+    -> float32 [N, C]."""
+    from .dit import default_block, ff_layer
+
+    layers = [ff_layer(default_block(model.num_layers))] if layers is None else (
+        [layers] if isinstance(layers, str) else list(layers))
+    poolings = [poolings] if isinstance(poolings, str) else list(poolings)
+    for pooling in poolings:
+        pool(torch.zeros(1, 1), pooling)
+    if not 0 <= int(timestep) < len(model.alphas_cumprod):
+        raise ValueError(f"timestep {timestep} is outside the DiT's schedule 0 … {len(model.alphas_cumprod) - 1}")
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to extract representations from")
+    labels = model.labels(labels, n)
+    seeds = list(range(EXTRACTION_SEED, EXTRACTION_SEED + n)) if seeds is None else list(seeds)
+    out = {layer: {pooling: [] for pooling in poolings} for layer in layers}
+    recorder = RepresentationRecorder(model.transformer, layers)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            z_0 = model.encode(images[start:start + batch_size].float())                         # [B, 4, h, w]
+            noise = torch.cat([torch.randn(z_0[:1].shape, generator=g)
+                               for g in seeded_generators(seeds[start:start + len(z_0)])]).to(z_0.device)
+            with recorder:
+                model.eps(model.noisy(z_0, timestep, noise), int(timestep), labels[start:start + len(z_0)])
+            for layer in layers:
+                tokens = recorder.outputs[layer].float()                                          # [B, N, C]
+                for pooling in poolings:
+                    out[layer][pooling].append(pool(tokens.transpose(1, 2), pooling).cpu().numpy())   # [B, C]
+    return {layer: {p: np.concatenate(v) for p, v in by_pool.items()} for layer, by_pool in out.items()}

@@ -169,7 +169,8 @@ def _as_vector(name: str, vector) -> torch.Tensor:
 
 class RepresentationSteerer:
     """Context manager: while open, the output of each module `name` of `unet` gets alpha * vectors[name] added
-    (broadcast over space, cast to the output's dtype and device) at the sampling steps of `window`.
+    (broadcast over space, cast to the output's dtype and device) at the sampling steps of `window`. A 3-D output
+    is a transformer's [B, tokens, C] (e.g. a DiT's `ff.net.0`): the vector is added to every token.
 
     cfg=True: the UNet batch is [unconditional; conditional] (a pipeline with guidance_scale > 1) and only the
     conditional half is steered; the halves of the UNet's input must be equal, as the pipelines make them.
@@ -215,12 +216,14 @@ class RepresentationSteerer:
         def steer(_module, _inputs, output):
             if not isinstance(output, torch.Tensor) or output.ndim < 2:
                 raise TypeError(f"{name!r} returns {type(output).__name__}, not a [B, C, ...] tensor to steer")
-            if output.shape[1] != len(vector):
+            channel_dim = 2 if output.ndim == 3 else 1         # a transformer's [B, tokens, C]; a UNet's [B, C, H, W]
+            if output.shape[channel_dim] != len(vector):
                 raise ValueError(f"the steering vector for {name!r} has {len(vector)} channels, but the module "
-                                 f"outputs {output.shape[1]} (output shape {tuple(output.shape)})")
+                                 f"outputs {output.shape[channel_dim]} (output shape {tuple(output.shape)})")
             if not self._steer_now:
                 return None
-            shape = (1, len(vector)) + (1,) * (output.ndim - 2)
+            shape = [1] * output.ndim
+            shape[channel_dim] = len(vector)
             shift = (self.alpha * vector).to(device=output.device, dtype=output.dtype).view(shape)   # [1, C, 1, 1]
             if not self.cfg:
                 return output + shift                                                    # [B, C, H, W]

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..dit import DiTModel
 from ..edm import EDMDenoiser
 from .base import Detector, Samples, batches, check_positive
 
@@ -137,10 +138,27 @@ def latent_means(pipe, images: torch.Tensor, batch_size: int = 16) -> torch.Tens
     return torch.cat(out) * pipe.vae.config.scaling_factor
 
 
+# DiT's discrete linear β (1e-4 … 0.02 over 1,000 steps) read as a linear VP SDE, as their code reads SD's
+DIT_BETA_MIN, DIT_BETA_MAX = 0.1, 20.0
+
+
 def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0, trace: str = "auto",
-              probes: int = 1, batch_size: int = 8, chunk: int = 256) -> np.ndarray:
+              probes: int = 1, batch_size: int = 8, chunk: int = 256, labels=None) -> np.ndarray:
     """−FLIPD of each image on the pipeline's UNet, with the empty prompt or (conditional) the caption; on an EDM
-    denoiser, the VE form at σ₀ (`flipd_ve`)."""
+    denoiser, the VE form at σ₀ (`flipd_ve`); on a DiT, its VAE latent mean with the null label or (conditional)
+    the class `labels`, on DiT's β."""
+    if isinstance(pipe, DiTModel):
+        if conditional and labels is None:
+            raise ValueError("the conditional LID on a DiT needs the class labels of the samples (labels=...)")
+        labels = pipe.labels(labels if conditional else None, len(samples))                       # [N]
+        timestep = round(1000 * t0)
+        scores = []
+        for part in batches(len(samples), batch_size):
+            x = pipe.encode(samples.images[part].float())                                        # [B, 4, h, w]
+            own = labels[part]
+            scores.append(-flipd(lambda rows, owner: pipe.eps(rows, timestep, own[owner.to(own.device)]).float(),
+                                 x, t0, DIT_BETA_MIN, DIT_BETA_MAX, trace, probes, chunk=chunk))
+        return np.concatenate(scores)
     if isinstance(pipe, EDMDenoiser):
         if conditional:
             raise ValueError("an unconditional EDM model has no prompt: only the unconditional LID applies")

@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dit import DiTModel
 from ..edm import EDMDenoiser
-from ..representations import (DETECTION_LAYER, DETECTION_POOLING, DETECTION_TIMESTEP, EDM_DETECTION_SIGMA,
-                               EXTRACTION_SEED, extract_edm_representations, extract_representations)
+from ..representations import (DETECTION_LAYER, DETECTION_POOLING, DETECTION_TIMESTEP, DIT_DETECTION_TIMESTEP,
+                               EDM_DETECTION_SIGMA, EXTRACTION_SEED, extract_dit_representations,
+                               extract_edm_representations, extract_representations)
 from ..stats import rep_std
 from .base import Detector, Samples
 
 
-def std_of_representation(pipe, samples: Samples, layer: str = DETECTION_LAYER, timestep: int = DETECTION_TIMESTEP,
+def std_of_representation(pipe, samples: Samples, layer: str | None = None, timestep: int | None = None,
                           pooling: str = DETECTION_POOLING, extraction_seed: int = EXTRACTION_SEED,
                           batch_size: int = 16, progress: bool = False,
-                          sigma: float = EDM_DETECTION_SIGMA) -> np.ndarray:
-    """std of the pooled activation of each image: float64 [N]. On an EDM denoiser (no VAE, no prompt) the noise
-    level is σ (`sigma`, default 0.17) instead of the timestep."""
+                          sigma: float = EDM_DETECTION_SIGMA, labels=None) -> np.ndarray:
+    """std of the pooled activation of each image: float64 [N]. Defaults per model family: SD's layer at t = 10;
+    on an EDM denoiser (no VAE, no prompt) the noise level σ (`sigma`, default 0.17); on a DiT the MLP hidden of
+    its default block at t = 50, max over tokens, with `labels` (None: the null label, prompt-free)."""
     seeds = range(extraction_seed, extraction_seed + len(samples))
+    if isinstance(pipe, DiTModel):
+        timestep = DIT_DETECTION_TIMESTEP if timestep is None else timestep
+        reps = extract_dit_representations(pipe, samples.images, layer, timestep, [pooling], labels, seeds, batch_size)
+        return rep_std(next(iter(reps.values()))[pooling])
+    layer = DETECTION_LAYER if layer is None else layer
+    timestep = DETECTION_TIMESTEP if timestep is None else timestep
     if isinstance(pipe, EDMDenoiser):
         reps = extract_edm_representations(pipe, samples.images, [layer], sigma, [pooling], seeds, batch_size)
         return rep_std(reps[layer][pooling])
