@@ -3,10 +3,13 @@ have hundreds of images and rare classes one image each, duplicated — as a DiT
 its rare classes — so Table 1's ImageNet (DiT) column is measurable without the paper's model.
 
 Data (`data_source` = "scenes"; the CPU testbed's scene drawer, `testbed_data.py`, 16x16 RGB):
-    common  9 classes = (left shape) x (background), 250 scenes each, every other attribute random (colours,
+    common  9 classes = (left shape) x (background), 200 scenes each, every other attribute random (colours,
             right shape, sizes, positions, shading): one label, many images -> the model must generalize
-    rare    20 classes, one scene each, drawn from the same distribution, repeated 1, 3, 10 or 30 times (5 classes
-            at each count): one label, one image -> the dose-response of copying
+    rare    20 classes, one scene each, drawn from the same distribution, repeated 3, 10, 30 or 100 times (5
+            classes at each count; 28 % of the training rows): one label, one image -> the dose-response of copying
+A first run with 250 scenes per common class and 1, 3, 10, 30 copies (9 % of the rows) copied almost nothing in
+the 10-minute budget: the scenes of the x30 classes came back with median correlation 0.84, under the criterion's
+0.95 (16 % copies), those of x1-x3 at ~0.1.
 Model: the CPU testbed's VAE layout (16x16x3 -> 8x8x4, trained here first on the distinct scenes) and a diffusers
 `DiTTransformer2DModel` on its latents: patch 2 (16 tokens), 6 blocks of width 3 x 64 = 192 (DiT-S: 12 blocks
 of 6 x 64 = 384; here a CPU size), adaLN-Zero, 29 classes + the null label; ε-prediction on DiT's linear β, class dropout 0.1,
@@ -47,8 +50,8 @@ TRANSFORMER_CONFIG = dict(num_attention_heads=3, attention_head_dim=64, in_chann
 class DiTDataConfig:
     __test__ = False
     source: str = "scenes"
-    per_common_class: int = 250
-    rare_duplications: tuple = (1, 3, 10, 30)
+    per_common_class: int = 200
+    rare_duplications: tuple = (3, 10, 30, 100)
     rare_per_duplication: int = 5
     seed: int = 0
 
@@ -72,7 +75,7 @@ class DiTTestbedConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    steps: int = 2000
+    steps: int = 1800
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 100

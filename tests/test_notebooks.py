@@ -49,6 +49,14 @@ EXPECTED = {
                                     for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "seconds_per_sample",
                                                 "prompt_free")], "sweep", "jacobian.Mem.effective_rank"],
     },
+    "DiT_testbed": {
+        "figures": ["dit_data", "dit_ground_truth", "dit_reps", "dit_roc", "dit_steering"],
+        "keys": ["model", "data_source", "train_seconds", "rare_copy_fraction", "common_copy_fraction",
+                 "criterion_false_copy_rate", "dose_response", "n_mem", "n_gen", "detector.layer",
+                 *[f"{group}.{method}.{key}" for group in ("imagenet", "class_label") for method in ("std", "lid")
+                   for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "seconds_per_sample")],
+                 "sweep", "steering.ratio_rare_over_common"],
+    },
     "SD_compare_reps": {
         "figures": ["laion_reps", "laion_separation", "laion_roc", "laion_sweep"],
         "keys": ["model", "n_mem", "n_gen", "layer", "timestep", "pooling", "auroc", "auroc_ci",
