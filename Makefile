@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/detect_speed.py
 	$(OFFLINE) $(PY) benchmarks/table1_speed.py --model testbed
 	$(OFFLINE) $(PY) benchmarks/table1_speed.py --model sd14
+	$(OFFLINE) $(PY) benchmarks/shard_speed.py
 	$(OFFLINE) $(PY) benchmarks/testbed_train_speed.py --profile
 
 # Every notebook in SMOKE mode, outputs in smoke-out/ (a quick look without touching Figs/ or results/).

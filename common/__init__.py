@@ -14,11 +14,16 @@ Each module is one concept and imports alone:
     plotting  the paper's figure style, saving to Figs/
     network   fast offline-safe reachability probes, a cached download
     notebooks the papermill runner behind `make figures` (and what a notebook requires to run)
+    notices   the known harmless notices of our dependencies, silenced by their exact text (on import of `common`)
+    faults    what a cache does with an entry it cannot read: move it aside and rebuild, or name the fix
 
 Stable Diffusion (memorization detection; any diffusers UNet pipeline works the same way):
     pipelines       load SD v1.4 (hub id / local folder), random-weight pipelines built from config
     prompts         the memorized and generalized prompt lists, VM/TM labels
     generate        batched, seeded, resumable generation with a manifest
+    shard           a job split between processes (accelerate), per-process files merged on read
+    scores          detector scores of a generation folder, cached and resumable like its images
+    cli             `python -m common.cli.generate` / `common.cli.score`, on one process or many
     hooks           record named module outputs (context manager)
     representations image -> pooled UNet activation (the representation the paper's detector reads)
     detectors       Table 1's memorization detectors, one module each, one call: std (the paper), Wen et al.,
@@ -31,3 +36,7 @@ The CPU testbed (a small model of SD's layout, trained here, with memorization w
     testbed_data    captioned scenes: a generalizing pool, duplicated memorized pairs, held-out captions
     testbed         tokenizer, models, training, the cached pipeline folder, the copy criterion
 """
+
+from . import notices as _notices
+
+_notices.silence()

@@ -2,7 +2,9 @@
 trains a model only when no checkpoint exists for its exact config.
 
 The cache key hashes everything that determines the weights (model shape, training config, the training
-data's bytes, the trainer's version), so a changed setting never reuses a stale checkpoint.
+data's bytes, the trainer's version), so a changed setting never reuses a stale checkpoint. A cached checkpoint
+that does not open (truncated, overwritten) is moved aside (`<name>.corrupt-<time>`) and trained again; reading
+any other unreadable file is an error naming it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .faults import CorruptCacheError, move_aside, safetensors_problem
 from .paths import CHECKPOINT_CACHE
 from .results import atomic_path, config_key, to_jsonable
 
@@ -27,11 +30,16 @@ def save_safetensors(state: dict[str, torch.Tensor], path, metadata: dict | None
 
 
 def load_safetensors(path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state, metadata) from a file written by `save_safetensors`."""
-    from safetensors import safe_open
+    """(state, metadata) from a file written by `save_safetensors`. A file that does not open is an error naming
+    it and the fix."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, {k: _from_json(v) for k, v in (f.metadata() or {}).items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, {k: _from_json(v) for k, v in (f.metadata() or {}).items()}
+    except SafetensorError as err:
+        raise CorruptCacheError(f"{path} is not a readable safetensors file ({err}). If it is a cached checkpoint, "
+                                f"delete it (rm '{path}') and rerun: it is trained again.") from err
 
 
 def _from_json(value: str):
@@ -60,6 +68,11 @@ def train_or_load(name: str, key: dict, train: Callable[[], tuple[nn.Module, dic
     Returns (model, info): the training log or the saved metadata, plus "cached" and "checkpoint".
     """
     path = cache_path(name, key, cache_dir)
+    problem = safetensors_problem(path) if path.exists() else None
+    if problem:
+        aside = move_aside(path)
+        print(f"{name}: cached checkpoint {path.name} is {problem}; moved to {aside.name if aside else '?'}, "
+              "training again")
     if path.exists():
         model, meta = load(path)
         print(f"{name}: loaded cached checkpoint {path.name} (trained in {meta['train_seconds']:.0f} s)")

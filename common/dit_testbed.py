@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from . import dit
 from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
 from .paths import REPO_CACHE
-from .results import config_key, to_jsonable
+from .results import config_key
 from .testbed_data import BACKGROUNDS, COLORS, SHAPES, _random_scene, draw_scene, to_model_space
-from .training import DuplicatedImages, fit, read_info, recorded_data_config, thin, write_folder_atomically
+from .training import DuplicatedImages, ensure_trained, fit, recorded_data_config, thin, write_folder_atomically
+from .training import read_info  # noqa: F401  (part of this module's API: dit_testbed.read_info)
 
 LABEL = "dit-testbed"
 CACHE = REPO_CACHE / "testbed"
@@ -193,19 +194,10 @@ def dit_testbed_folder(config: DiTTestbedConfig = DiTTestbedConfig(), root=None)
 
 
 def ensure_dit_testbed(config: DiTTestbedConfig = DiTTestbedConfig(), progress: bool = True, root=None) -> Path:
-    """The trained model's folder for `config`: trained on first use, then loaded from the cache. A folder whose
-    recorded config differs from `config` is retrained, never reused."""
-    from .training import INFO_NAME
-
+    """The trained model's folder for `config`: trained on first use, then loaded from the cache; a folder recorded
+    with another config, or damaged, is trained again (`training.ensure_trained`)."""
     folder = dit_testbed_folder(config, root)
-    if (folder / INFO_NAME).is_file():
-        if read_info(folder)["config"] == to_jsonable(config.to_dict()):
-            return folder
-        print(f"{folder} was trained with another config: retraining")
-    print(f"training the DiT testbed into {folder} (once; cached afterwards)")
-    info = train_dit_testbed(config, folder, progress)
-    print(f"trained in {info['train_seconds']:.0f} s (VAE {info['vae_seconds']:.0f} s, DiT {info['dit_seconds']:.0f} s)")
-    return folder
+    return ensure_trained(folder, config.to_dict(), lambda: train_dit_testbed(config, folder, progress), "the DiT testbed")
 
 
 def load_data(folder) -> DiTTestbedData:

@@ -32,8 +32,8 @@ import torch
 from . import edm
 from .copies import CALIBRATED_L2_THRESHOLD, calibrated_l2, calibrated_l2_false_copy_rate, training_spacing
 from .paths import REPO_CACHE
-from .results import config_key, to_jsonable
-from .training import (INFO_NAME, DuplicatedImages, fit, read_info, recorded_data_config, thin,
+from .results import config_key
+from .training import (INFO_NAME, DuplicatedImages, ensure_trained, fit, read_info, recorded_data_config, thin,
                        write_folder_atomically)
 
 LABEL = "edm-testbed"
@@ -191,17 +191,10 @@ def is_edm_testbed(model) -> bool:
 
 
 def ensure_edm_testbed(config: EDMTestbedConfig = EDMTestbedConfig(), progress: bool = True, root=None) -> Path:
-    """The trained model's folder for `config`: trained on first use, then loaded from the cache. A folder whose
-    recorded config differs from `config` (edited by hand, or an older trainer) is retrained, never reused."""
+    """The trained model's folder for `config`: trained on first use, then loaded from the cache; a folder recorded
+    with another config, or damaged, is trained again (`training.ensure_trained`)."""
     folder = edm_testbed_folder(config, root)
-    if (folder / INFO_NAME).is_file():
-        if read_info(folder)["config"] == to_jsonable(config.to_dict()):
-            return folder
-        print(f"{folder} was trained with another config: retraining")
-    print(f"training the EDM testbed into {folder} (once; cached afterwards)")
-    info = train_edm_testbed(config, folder, progress)
-    print(f"trained in {info['train_seconds']:.0f} s")
-    return folder
+    return ensure_trained(folder, config.to_dict(), lambda: train_edm_testbed(config, folder, progress), "the EDM testbed")
 
 
 def load_data(folder) -> EDMTestbedData:

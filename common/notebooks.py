@@ -88,17 +88,36 @@ def smoke_parameters(path: Path, out: Path) -> dict:
             **notebook_settings(path).get("smoke_parameters", {})}
 
 
+IPC_PATH_MAX = 100        # a Unix socket's path: 107 bytes on Linux, 103 on macOS
+
+
+def ipc_kernel_manager():
+    """jupyter_client's kernel manager with the kernel's sockets on IPC (files in Jupyter's runtime folder, removed at
+    shutdown) instead of localhost TCP: the kernel then prints no "running over TCP without encryption" notice.
+    Where the runtime folder's path is too long for a socket's, the plain (TCP) manager."""
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    socket_path = Path(jupyter_runtime_dir()) / f"kernel-{'x' * 36}-ipc-1"     # kernel-<uuid>-ipc-<channel>
+    return IPCKernelManager if len(str(socket_path)) <= IPC_PATH_MAX else AsyncKernelManager
+
+
 def run_notebook(path: Path, output: Path | None = None, parameters: dict | None = None,
                  timeout: int | None = None, progress: bool = False):
-    """Execute `path` top to bottom with papermill (kernel `python3`, cwd = the notebook's folder) and write
-    the executed notebook to `output` (default: in place). Returns the executed notebook node."""
+    """Execute `path` top to bottom with papermill (kernel `python3` over IPC, cwd = the notebook's folder) and
+    write the executed notebook to `output` (default: in place). Returns the executed notebook node."""
     import papermill as pm
 
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")    # debugpy's "frozen modules" notice
     path = Path(path).resolve()
     return pm.execute_notebook(
         str(path), str(Path(output).resolve() if output else path), parameters=parameters or {},
         kernel_name="python3", cwd=str(path.parent), progress_bar=progress, request_save_on_cell_execute=False,
-        execution_timeout=timeout,
+        execution_timeout=timeout, kernel_manager_class=ipc_kernel_manager(),
     )
 
 
@@ -108,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="SMOKE=True, outputs under --out")
     parser.add_argument("--out", type=Path, help="folder for executed notebooks, figures and results (with --smoke)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
     failed = []
     for nb in args.notebooks or all_notebooks():

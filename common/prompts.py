@@ -11,7 +11,8 @@ Both sets are read from their public sources once and cached under `.cache/promp
 accepts a local file (`source=...`): .jsonl (a `caption`/`prompt`/`Prompt`/`text` field), .csv (`;` or
 `,`, a `Caption`/`Prompt` column; NeMo's files work as they are) or .txt (one prompt per line). Every set
 is "the first n rows", as in the official notebook. Offline without a cache, loading fails within seconds
-and says which local file to pass.
+and says which local file to pass. A cached list that cannot be read (a cut-short download) is moved aside
+(`<name>.corrupt-<time>`) and downloaded again; offline, the error names it and the fix.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .faults import move_aside
 from .network import DownloadUnavailableError, download_cached, hub_reachable
 from .paths import PROMPT_CACHE
 from .results import write_json_atomic
@@ -78,9 +80,12 @@ def read_prompt_file(path: str | os.PathLike) -> list[PromptRecord]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PromptsUnavailableError(f"prompt file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PromptsUnavailableError(f"{path}: not UTF-8 text ({err})") from err
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = [_json_line(line, path, i) for i, line in enumerate(text.splitlines()) if line.strip()]
     elif path.suffix == ".csv":
         header = text.splitlines()[0] if text else ""
         rows = list(csv.DictReader(text.splitlines(), delimiter=";" if header.count(";") > header.count(",") else ","))
@@ -89,6 +94,16 @@ def read_prompt_file(path: str | os.PathLike) -> list[PromptRecord]:
     else:
         raise PromptsUnavailableError(f"{path}: unknown prompt file type (use .jsonl, .csv or .txt)")
     return [_record(row, path, i) for i, row in enumerate(rows)]
+
+
+def _json_line(line: str, path: Path, number: int) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise PromptsUnavailableError(f"{path}, line {number + 1}: not JSON ({err})") from err
+    if not isinstance(row, dict):
+        raise PromptsUnavailableError(f"{path}, line {number + 1}: not a JSON object")
+    return row
 
 
 def _first(records: list[PromptRecord], n: int | None, what: str) -> list[PromptRecord]:
@@ -111,20 +126,35 @@ def _download(url: str, path: Path, what: str, timeout: float) -> Path:
                                       f"{Path(url).name}'.") from err
 
 
+def _read_cached_download(url: str, path: Path, what: str, timeout: float) -> list[PromptRecord]:
+    """The records of a downloaded list, downloading it once; a cached copy that does not read is moved aside and
+    downloaded again, saying so (offline: the error then names the file and the fix)."""
+    try:
+        return read_prompt_file(_download(url, path, what, timeout))
+    except PromptsUnavailableError as err:
+        if not path.exists():                # not a damaged cache: offline without a copy
+            raise
+        aside = move_aside(path)
+        print(f"the cached {what} prompt list {path} is unreadable ({err}); moved to {aside.name if aside else '?'}, "
+              "downloading it again")
+        return read_prompt_file(_download(url, path, what, timeout))
+
+
 def load_memorized_prompts(n: int | None = None, source: str | os.PathLike | None = None,
                            cache_dir: str | os.PathLike = PROMPT_CACHE, timeout: float = 5.0) -> list[PromptRecord]:
     """The first `n` memorized LAION captions (Wen et al.'s list, or `source`)."""
-    path = Path(source) if source else _download(MEMORIZED_URL, Path(cache_dir) / Path(MEMORIZED_URL).name,
-                                                 "memorized", timeout)
-    return _first(read_prompt_file(path), n, "memorized")
+    records = (read_prompt_file(source) if source else
+               _read_cached_download(MEMORIZED_URL, Path(cache_dir) / Path(MEMORIZED_URL).name, "memorized", timeout))
+    return _first(records, n, "memorized")
 
 
 def load_memorization_labels(source: str | os.PathLike | None = None, cache_dir: str | os.PathLike = PROMPT_CACHE,
                              timeout: float = 5.0) -> list[PromptRecord]:
     """NeMo's 500 memorized LAION captions with their type (VM/TM) and LAION index (or `source`)."""
-    path = Path(source) if source else _download(NEMO_LABELS_URL, Path(cache_dir) / Path(NEMO_LABELS_URL).name,
-                                                 "NeMo VM/TM label", timeout)
-    return read_prompt_file(path)
+    if source:
+        return read_prompt_file(source)
+    return _read_cached_download(NEMO_LABELS_URL, Path(cache_dir) / Path(NEMO_LABELS_URL).name, "NeMo VM/TM label",
+                                 timeout)
 
 
 def load_generalized_prompts(n: int, source: str | os.PathLike | None = None,
@@ -136,19 +166,38 @@ def load_generalized_prompts(n: int, source: str | os.PathLike | None = None,
     if source:
         return _first(read_prompt_file(source), n, "generalized")
     cache = Path(cache_dir) / "gustavosta-prompts.json"
-    if not cache.exists():
+    prompts = _cached_prompt_column(cache) if cache.exists() else None
+    if prompts is None:
+        if cache.exists():
+            aside = move_aside(cache)
+            print(f"the cached generalized prompt list {cache} is unreadable; moved to {aside.name if aside else '?'}")
         if not hub_reachable(timeout):
             raise PromptsUnavailableError(
                 f"{GENERALIZED_HF_ID} is not cached at {cache} and the Hugging Face hub is not reachable (offline, "
                 "or HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set). Pass a local prompt file with source='prompts.csv' "
                 "(.jsonl, .csv or .txt)."
             )
-        from datasets import load_dataset
-
-        write_json_atomic(cache, {"source": GENERALIZED_HF_ID, "split": "train", "column": GENERALIZED_COLUMN,
-                                  "prompts": list(load_dataset(GENERALIZED_HF_ID, split="train")[GENERALIZED_COLUMN])})
-    prompts = json.loads(cache.read_text())["prompts"]
+        prompts = _fetch_generalized(cache)
     return _first([PromptRecord(prompt=p) for p in prompts], n, "generalized")
+
+
+def _cached_prompt_column(cache: Path) -> list[str] | None:
+    """The prompts of the cached column, or None if the file does not read as one."""
+    try:
+        prompts = json.loads(cache.read_text())["prompts"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    return prompts if isinstance(prompts, list) and all(isinstance(p, str) for p in prompts) else None
+
+
+def _fetch_generalized(cache: Path) -> list[str]:
+    """Read the hub dataset's prompt column and cache it."""
+    from datasets import load_dataset
+
+    prompts = list(load_dataset(GENERALIZED_HF_ID, split="train")[GENERALIZED_COLUMN])
+    write_json_atomic(cache, {"source": GENERALIZED_HF_ID, "split": "train", "column": GENERALIZED_COLUMN,
+                              "prompts": prompts})
+    return prompts
 
 
 # ----------------------------------------------------------------------------------------------------

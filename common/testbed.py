@@ -37,7 +37,7 @@ from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
 from .paths import REPO_CACHE
 from .results import config_key
 from .testbed_data import CAPTION_WORDS, TITLE_WORDS, TestbedData, TestbedDataConfig, build_testbed_data, to_model_space
-from .training import INFO_NAME, fit, recorded_data_config, thin, write_folder_atomically
+from .training import INFO_NAME, fit, folder_ready, recorded_data_config, thin, write_folder_atomically
 from .training import read_info  # noqa: F401  (part of this module's API: testbed.read_info)
 
 TESTBED_LABEL = "cpu-testbed"           # the model label in titles and results JSON
@@ -252,9 +252,10 @@ def train_testbed(config: TestbedConfig, folder, progress: bool = True) -> dict:
 
 def ensure_testbed(config: TestbedConfig = TestbedConfig(), progress: bool = True, root=None) -> Path:
     """The trained testbed's pipeline folder for `config`: trained here on first use (≈ 15 min on 2 cores at
-    the default size, seconds at SMOKE size), then loaded from the cache."""
+    the default size, seconds at SMOKE size), then loaded from the cache; a damaged cached folder (a truncated
+    weights file) is moved aside and trained again."""
     folder = testbed_folder(config, root)
-    if (folder / INFO_NAME).is_file():
+    if folder_ready(folder):
         return folder
     print(f"training the CPU testbed into {folder} (once; cached afterwards)")
     info = train_testbed(config, folder, progress)

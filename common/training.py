@@ -4,6 +4,8 @@ data (distinct images with duplication counts).
     losses = fit(params, batch_loss, steps=..., lr=...)       # AdamW, linear warm-up, optional clipping
     write_folder_atomically(folder, model.save_pretrained, info)   # model files + testbed.json, all or nothing
     read_info(folder), recorded_data_config(DataConfig, folder)    # what a cached folder was trained with
+    folder_ready(folder)        # a finished, readable folder; a damaged one is moved aside (the caller retrains)
+    ensure_trained(folder, config, train)   # reuse a whole folder recorded with `config`, else train it
 
 `batch_loss(step)` draws its own batch (from the caller's generator, so the random stream is the caller's)
 and returns the scalar loss; the loop does the rest. The CPU testbed (VAE, then UNet + text encoder) and the
@@ -19,6 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from .faults import CorruptCacheError, json_problem, move_aside, safetensors_problem
 from .results import to_jsonable, write_json_atomic
 
 INFO_NAME = "testbed.json"      # a testbed folder's record: its config, data source, training log
@@ -89,8 +92,57 @@ def write_folder_atomically(folder, save: Callable[[Path], None], info: dict) ->
 
 
 def read_info(folder) -> dict:
-    """The INFO_NAME record of a testbed folder."""
-    return json.loads((Path(folder) / INFO_NAME).read_text())
+    """The INFO_NAME record of a testbed folder (CPU, EDM or DiT testbed). A damaged folder (this record or a
+    weights file unreadable) is an error naming the file and the command that clears it."""
+    folder = Path(folder)
+    problem = folder_problem(folder)
+    if problem:
+        raise CorruptCacheError(f"{folder}: {problem}; the cached model folder is damaged. Delete it "
+                                f"(rm -rf '{folder}') and rerun: it is trained again.")
+    return json.loads((folder / INFO_NAME).read_text())
+
+
+def folder_problem(folder) -> str | None:
+    """None if a cached model folder is whole: its INFO_NAME reads and every .safetensors file in it opens."""
+    folder = Path(folder)
+    problem = json_problem(folder / INFO_NAME)
+    if problem:
+        return f"{INFO_NAME} is {problem}"
+    for path in sorted(folder.rglob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{path.relative_to(folder)} is {problem}"
+    return None
+
+
+def folder_ready(folder) -> bool:
+    """Whether `folder` is a finished, readable cache entry (the caches' test instead of "INFO_NAME exists"). A
+    folder that is there but damaged is moved aside (`<folder>.corrupt-<time>`), saying why, and False returned: the
+    caller trains it again."""
+    folder = Path(folder)
+    if not (folder / INFO_NAME).is_file():
+        return False
+    problem = folder_problem(folder)
+    if problem is None:
+        return True
+    aside = move_aside(folder)
+    print(f"{folder}: {problem}; moved to {aside.name if aside else '?'}, training it again")
+    return False
+
+
+def ensure_trained(folder, config: dict, train: Callable[[], dict], what: str = "the testbed") -> Path:
+    """`folder` when it is whole and its INFO_NAME records `config` (JSON-equal); otherwise `train()` writes it —
+    missing, damaged (moved aside by `folder_ready`) or trained with another config (edited by hand, an older
+    trainer): never a silent reuse. `train()` returns the info it wrote."""
+    folder = Path(folder)
+    if folder_ready(folder):
+        if read_info(folder)["config"] == to_jsonable(config):
+            return folder
+        print(f"{folder} was trained with another config: retraining")
+    print(f"training {what} into {folder} (once; cached afterwards)")
+    info = train()
+    print(f"trained in {info['train_seconds']:.0f} s")
+    return folder
 
 
 def recorded_data_config(config_class, folder):

@@ -1,0 +1,50 @@
+"""Notices that every clean run printed and that a user had to learn to ignore, silenced where they arise. Each is
+matched by its own text, so every other warning of the same source still shows.
+
+    transformers  "`CLIPImageProcessor` requires torchvision (not installed); falling back to `...Pil` ..." (one per
+                  class, whenever diffusers imports its pipelines): a filter on the one logger that emits it
+    tqdm          "IProgress not found. Please update jupyter and ipywidgets." (a TqdmWarning in every notebook:
+                  ipywidgets is not a dependency, the text bar is what we want): a warnings filter on that text
+    ipykernel     "Kernel is running over TCP without encryption." (every notebook `make figures` runs): the kernels
+                  of `notebooks.run_notebook` talk over IPC sockets instead, which is also what the notice asks for
+
+`silence()` runs when `common` is imported (the notebooks, the tests, the command line all do), before transformers
+or tqdm load. It is idempotent.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+TRANSFORMERS_LOGGER = "transformers.utils.import_utils"
+TORCHVISION_FALLBACK = re.compile(r"`\w+ImageProcessor` requires torchvision \(not installed\); "
+                                  r"falling back to `\w+Pil`")
+TQDM_IPROGRESS = r"IProgress not found\. Please update jupyter and ipywidgets"
+
+
+class _DropMessages(logging.Filter):
+    """Drop the records whose message matches `pattern`; let every other record through."""
+
+    def __init__(self, pattern: re.Pattern):
+        super().__init__()
+        self.pattern, self.dropped = pattern, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        drop = bool(self.pattern.search(record.getMessage()))
+        self.dropped += drop
+        return not drop
+
+
+def dropped() -> int:
+    """How many records the transformers filter has dropped in this process (for the tests)."""
+    return sum(f.dropped for f in logging.getLogger(TRANSFORMERS_LOGGER).filters if isinstance(f, _DropMessages))
+
+
+def silence() -> None:
+    logger = logging.getLogger(TRANSFORMERS_LOGGER)        # the same object transformers' get_logger returns
+    if not any(isinstance(f, _DropMessages) for f in logger.filters):
+        logger.addFilter(_DropMessages(TORCHVISION_FALLBACK))
+    from tqdm import TqdmWarning                             # tqdm alone, not tqdm.auto (whose import warns)
+
+    warnings.filterwarnings("ignore", message=TQDM_IPROGRESS, category=TqdmWarning)

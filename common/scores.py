@@ -1,0 +1,172 @@
+"""Detector scores of a generation folder, cached beside its images and resumable like them.
+
+    scores = score_folder(pipe, folder, "std")            # float64 [N] in manifest order, computed once
+    scores = read_scores(folder, "std")                   # {index: score} of what is cached (no model needed)
+
+Files, under `<folder>/scores/`: `<detector>-<key>.json` records the detector, its options and the model (another
+setting is another key, never a reused score); `<detector>-<key>.jsonl` holds the rows of a single process and
+`<detector>-<key>.rank<k>.jsonl` those of process k of a sharded run (`shard.py`), merged on read. A row is
+(index, score, image_written, written): a score whose image was made again since (another `written` stamp in the
+manifest) is stale and computed again.
+
+The unit of work is a chunk of `chunk` consecutive manifest rows, scored in one call of the detector: a process
+takes whole chunks, so a score does not depend on how many processes share the folder. A detector that draws
+randomness by position (std: image i draws seed `extraction_seed + i`) is passed the chunk's first index as the
+offset, so image i draws what it draws when the whole folder is scored in one call. Re-sampling detectors (Wen,
+Carlini, NeMo's SSIM) get the generation's own steps and guidance unless told otherwise.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .faults import json_problem, move_aside, read_jsonl
+from .results import atomic_path, config_key, to_jsonable, write_json_atomic
+from .shard import Shard, merge_newest, shard_files
+
+SCORES_DIR = "scores"
+SCORE_KEYS = ("index", "score")
+POSITION_SEED_OPTION = "extraction_seed"       # an option that seeds image i of a call with its value + i
+GENERATION_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width")   # taken from generation.json
+DEFAULT_CHUNK = 16
+
+
+def _detector(detector):
+    from . import detectors
+
+    return detectors.get(detector) if isinstance(detector, str) else detector
+
+
+def _option_value(value):
+    """What an option contributes to the cache key: itself if JSON, else its `source` (NeMo statistics) or type."""
+    try:
+        json.dumps(to_jsonable(value))
+        return to_jsonable(value)
+    except TypeError:
+        return getattr(value, "source", type(value).__name__)
+
+
+def resolved_options(folder, detector, options: dict | None = None) -> dict:
+    """`options` with the generation's sampling settings filled in where the detector takes them."""
+    from .generate import CONFIG_NAME
+
+    detector = _detector(detector)
+    parameters = inspect.signature(detector.score_fn).parameters
+    any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())   # wen: **sampling
+    generation = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    defaults = {k: generation[k] for k in GENERATION_OPTIONS
+                if (k in parameters or any_keyword) and generation.get(k) is not None}
+    return {**defaults, **(options or {})}
+
+
+def score_stem(folder, detector, options: dict | None = None, model: str | None = None) -> str:
+    """`<detector>-<key>`: the key hashes the detector, its resolved options and the model."""
+    from .generate import CONFIG_NAME
+
+    detector = _detector(detector)
+    model = model if model is not None else json.loads((Path(folder) / CONFIG_NAME).read_text()).get("model", "")
+    options = resolved_options(folder, detector, options)
+    return f"{detector.name}-{config_key(_record(detector, options, model))}"
+
+
+def _record(detector, options: dict, model: str) -> dict:
+    return {"detector": detector.name, "options": {k: _option_value(v) for k, v in sorted(options.items())},
+            "model": model}
+
+
+def read_scores(folder, detector, options: dict | None = None, model: str | None = None) -> dict[int, float]:
+    """The cached, still valid scores of `folder`: {manifest index: score}, from every process's file."""
+    from .generate import read_manifest
+
+    stem = score_stem(folder, detector, options, model)
+    files = shard_files(Path(folder) / SCORES_DIR, f"{stem}.jsonl")
+    rows = merge_newest([r for p in files for r in read_jsonl(p, SCORE_KEYS)])
+    manifest = {r["index"]: r for r in read_manifest(folder, on_bad="skip")[0]}
+    return {i: np.nan if r["score"] is None else float(r["score"]) for i, r in rows.items()
+            if i in manifest and r.get("image_written") == manifest[i].get("written")}   # else its image was remade
+
+
+def _chunks(rows: list[dict], size: int) -> list[list[dict]]:
+    """Consecutive manifest rows in chunks of at most `size`, each a run of consecutive indices."""
+    chunks: list[list[dict]] = []
+    for row in rows:
+        last = chunks[-1] if chunks else None
+        if last and len(last) < size and row["index"] == last[-1]["index"] + 1:
+            last.append(row)
+        else:
+            chunks.append([row])
+    return chunks
+
+
+def _position_seed_base(detector, options: dict) -> int:
+    """The seed of image 0 of a call: the option if given, else the detector variant's, else the function's."""
+    given = {**detector.options, **options}
+    if POSITION_SEED_OPTION in given:
+        return int(given[POSITION_SEED_OPTION])
+    return int(inspect.signature(detector.score_fn).parameters[POSITION_SEED_OPTION].default)
+
+
+def _write_config(path: Path, record: dict) -> None:
+    """The score file's record; an unreadable one (the key is in its name, so it can be) is rewritten."""
+    if path.exists() and json_problem(path):
+        aside = move_aside(path)
+        print(f"{path} was unreadable ({aside.name if aside else 'gone'}); rewritten")
+    if not path.exists():
+        write_json_atomic(path, record)
+
+
+def score_folder(pipe, folder, detector, options: dict | None = None, chunk: int = DEFAULT_CHUNK,
+                 shard: Shard = Shard(), model: str | None = None, progress: bool = True) -> np.ndarray:
+    """Score this process's share of the images of `folder` that have no valid cached score, writing each chunk
+    as it is done; return every score cached so far, float64 [N] in manifest order (NaN where another process's
+    share is not yet written). detector: a name of `detectors.DETECTORS` or a `Detector`."""
+    from tqdm.auto import tqdm
+
+    from .detectors import Samples
+    from .generate import CONFIG_NAME, read_manifest
+    from .representations import load_images, pipeline_resolution
+
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    folder = Path(folder)
+    detector = _detector(detector)
+    model = model if model is not None else json.loads((folder / CONFIG_NAME).read_text()).get("model", "")
+    options = resolved_options(folder, detector, options)
+    stem = score_stem(folder, detector, options, model)
+    _write_config(folder / SCORES_DIR / f"{stem}.json", _record(detector, options, model))
+    rows = read_manifest(folder)[0]                                   # an unreadable image is an error naming it
+    if not rows:
+        raise ValueError(f"{folder} holds no generated images to score")
+    done = read_scores(folder, detector, options, model)
+    own_path = shard.file(folder / SCORES_DIR, f"{stem}.jsonl")
+    own = merge_newest(read_jsonl(own_path, SCORE_KEYS))
+    mine = [c for c in shard.split(_chunks(rows, chunk)) if any(r["index"] not in done for r in c)]
+    takes_offset = POSITION_SEED_OPTION in inspect.signature(detector.score_fn).parameters
+    for part in tqdm(mine, desc=f"{detector.name} on {folder.name}", disable=not progress):
+        images = load_images([r["path"] for r in part], pipeline_resolution(pipe))          # [n, 3, H, W]
+        samples = Samples(images, [r["prompt"] for r in part], [r["seed"] for r in part])
+        call = dict(options)
+        if takes_offset:                     # image i of the folder draws seed base + i, whichever chunk it is in
+            call[POSITION_SEED_OPTION] = _position_seed_base(detector, options) + part[0]["index"]
+        values = detector.score(pipe, samples, **call)                                     # float64 [n]
+        for row, value in zip(part, values):
+            own[row["index"]] = {"index": row["index"], "score": float(value), "image_written": row.get("written"),
+                                 "written": time.time()}
+            done[row["index"]] = float(value)
+        with atomic_path(own_path) as tmp:
+            tmp.write_text("".join(json.dumps(to_jsonable(own[i])) + "\n" for i in sorted(own)))
+    return np.array([done.get(r["index"], np.nan) for r in rows], dtype=np.float64)
+
+
+def score_files(folder, detector, options: dict | None = None, model: str | None = None) -> list[Path]:
+    """The score files of this detector and setting in `folder`, one per process that wrote."""
+    stem = score_stem(folder, detector, options, model)
+    return shard_files(Path(folder) / SCORES_DIR, f"{stem}.jsonl")
+
+
+__all__ = ["DEFAULT_CHUNK", "SCORES_DIR", "read_scores", "resolved_options", "score_files", "score_folder",
+           "score_stem"]

@@ -1,0 +1,60 @@
+"""A clean run prints no notice a user must learn to ignore (`common/notices.py`), and every other warning of the same
+sources still shows: transformers' torchvision fallback, tqdm's IProgress notice, the Jupyter kernel's TCP notice."""
+import logging
+import subprocess
+import sys
+import warnings
+
+import nbformat
+from tqdm import TqdmWarning
+
+from common import notices
+from conftest import ROOT
+
+IMPORT_CLIP_PROCESSOR = "from transformers import CLIPImageProcessor"
+
+
+def test_the_torchvision_fallback_notice_is_gone_and_other_transformers_warnings_stay():
+    code = f"import common\n{IMPORT_CLIP_PROCESSOR}\nprint(common.notices.dropped())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "requires torchvision" not in done.stderr
+    assert int(done.stdout.split()[-1]) >= 1                  # transformers did emit it: the filter dropped it
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger(notices.TRANSFORMERS_LOGGER)
+    logger.addHandler(handler)
+    try:
+        logger.warning("`FooImageProcessor` requires torchvision (not installed); "
+                       "falling back to `FooImageProcessorPil`")
+        logger.warning("`FooImageProcessor` requires torchvision (not installed); install it")   # another notice
+        logger.warning("something else went wrong")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["`FooImageProcessor` requires torchvision (not installed); install it", "something else went wrong"]
+
+
+def test_the_iprogress_notice_is_gone_and_other_tqdm_warnings_stay():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        notices.silence()
+        warnings.warn(TqdmWarning("IProgress not found. Please update jupyter and ipywidgets. See https://x"))
+        warnings.warn(TqdmWarning("clamping frac to range [0, 1]"))
+        warnings.warn(UserWarning("IProgress not found. Please update jupyter and ipywidgets."))   # not tqdm's
+    assert [str(w.message) for w in caught] == ["clamping frac to range [0, 1]",
+                                               "IProgress not found. Please update jupyter and ipywidgets."]
+
+
+def test_a_notebook_kernel_prints_no_tcp_notice(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "n.ipynb")
+    code = (f"from common.notebooks import run_notebook\n"
+            f"out = run_notebook({str(tmp_path / 'n.ipynb')!r}, {str(tmp_path / 'out.ipynb')!r})\n"
+            f"print(out.cells[0].outputs[0]['text'])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr[-3000:]
+    assert "running over TCP" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+    assert not list(tmp_path.glob("kernel-*"))                    # no socket files left beside the notebook
