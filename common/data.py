@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .network import hub_reachable
 from .paths import DATA_CACHE
+from .faults import read_npz
 from .results import array_fingerprint, save_npz_atomic
 
 RESOLUTION = 32
@@ -98,8 +99,8 @@ def _cached_prefix(prefix: str, n: int, cache_dir: Path) -> np.ndarray | None:
             best = (size, path)
     if best is None:
         return None
-    with np.load(best[1]) as f:
-        return f["images"][:n]
+    stored = read_npz(best[1], ["images"])                    # None if damaged (moved aside: downloaded again)
+    return None if stored is None else stored["images"][:n]
 
 
 def load_celeba_hf(n_total: int, cache_dir: Path = DATA_CACHE, timeout: float = 3.0) -> np.ndarray:
@@ -151,9 +152,9 @@ def load_image_folder(folder: str | os.PathLike, n_total: int, cache_dir: Path =
     files = files[:n_total]
     listing = np.array([f"{p.resolve()}:{p.stat().st_size}" for p in files])
     cache = Path(cache_dir) / f"folder-{array_fingerprint(listing)}_first{n_total}.npz"
-    if cache.exists():
-        with np.load(cache) as f:
-            return f["images"]
+    stored = read_npz(cache, ["images"])                      # None if missing or damaged (moved aside)
+    if stored is not None:
+        return stored["images"]
     from tqdm.auto import tqdm
 
     rows = []

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import dit
+from .faults import read_npz
 from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
 from .paths import REPO_CACHE
 from .results import config_key
@@ -228,9 +229,9 @@ def cached_samples(folder, labels, seeds, num_steps: int = dit.NUM_INFERENCE_STE
     labels, seeds = np.asarray(labels), np.asarray(seeds)
     key = config_key({"labels": labels.tolist(), "seeds": seeds.tolist()})
     cache = GENERATION_CACHE / f"{Path(folder).name}-ddim{num_steps}-cfg{guidance_scale:g}-{key}" / "samples.npz"
-    if cache.is_file():
-        with np.load(cache) as stored:
-            return torch.from_numpy(stored["samples"]), float(stored["seconds_per_sample"])
+    stored = read_npz(cache, ["samples", "seconds_per_sample"])       # None if missing or damaged (moved aside)
+    if stored is not None:
+        return torch.from_numpy(stored["samples"]), float(stored["seconds_per_sample"])
     model = dit.DiTModel.from_pretrained(folder)
     t0 = time.perf_counter()
     samples = dit.sample(model, labels, seeds, num_steps, guidance_scale, batch_size, progress)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from . import edm
+from .faults import read_npz
 from .copies import CALIBRATED_L2_THRESHOLD, calibrated_l2, calibrated_l2_false_copy_rate, training_spacing
 from .paths import REPO_CACHE
 from .results import config_key
@@ -257,9 +258,9 @@ def cached_samples(model, n: int, num_steps: int = edm.NUM_STEPS, seed: int = 0,
     cache = GENERATION_CACHE / f"{Path(str(model)).name}-heun{num_steps}-seed{seed}" / "samples.npz"
     denoiser = edm.load_denoiser(model)
     have, seconds = np.zeros((0, *denoiser.image_shape), np.float32), None
-    if cache.is_file():
-        with np.load(cache) as stored:
-            have, seconds = stored["samples"], float(stored["seconds_per_sample"])
+    stored = read_npz(cache, ["samples", "seconds_per_sample"])       # None if missing or damaged (moved aside)
+    if stored is not None:
+        have, seconds = stored["samples"], float(stored["seconds_per_sample"])
     if len(have) < n:
         t0 = time.perf_counter()
         new = edm.generate(denoiser, range(seed + len(have), seed + n), num_steps, batch_size, progress).numpy()

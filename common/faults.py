@@ -5,6 +5,7 @@ names the file and the command that clears it — never a raw parser error from 
     read_jsonl(path, required)       ->  the good rows; a damaged line is dropped and the file rewritten without it
     safetensors_problem(path)        ->  None, or what is wrong (a truncated or overwritten file)
     json_problem(path)               ->  None, or what is wrong
+    read_npz(path, keys)             ->  the arrays of an .npz cache, or None (missing, or damaged: moved aside)
 
 Every cache writes atomically (`results.atomic_path`), so none of this is needed after an interrupted run; it is
 for what atomic writes cannot prevent: a full disk, a foreign tool, a copy cut short.
@@ -97,3 +98,23 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[di
             tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
         print(f"{path}: dropped {bad} unreadable line(s), kept {len(rows)}; the damaged file is now {aside.name}")
     return rows
+
+
+def read_npz(path: str | os.PathLike, keys: Sequence[str]) -> dict | None:
+    """The arrays `keys` of an .npz cache file, loaded; None if it does not exist or cannot be read (truncated, not
+    a zip, a key missing), in which case it is moved aside, saying so, and the caller builds it again."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in keys}
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as err:
+        aside = move_aside(path)
+        print(f"{path}: unreadable cache ({type(err).__name__}: {err}); moved to {aside.name if aside else '?'}, "
+              "building it again")
+        return None

@@ -238,3 +238,21 @@ def test_read_jsonl_keeps_the_good_rows_and_the_file_always_exists(tmp_path):
     assert read_jsonl(path, ("index",)) == [{"index": 0}, {"index": 1}]
     assert read_jsonl(path, ("index",)) == [{"index": 0}, {"index": 1}]          # rewritten: no second copy aside
     assert len(aside(path)) == 1 and read_jsonl(tmp_path / "none.jsonl") == []
+
+
+def test_a_damaged_npz_cache_is_moved_aside_and_built_again(tmp_path):
+    """The array caches (an image folder's pixels here; the EDM and DiT samples use the same reader): a truncated
+    .npz is moved aside and rebuilt with the same content."""
+    from common.data import load_image_folder
+
+    (tmp_path / "faces").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(tmp_path / "faces" / f"{i}.png")
+    first = load_image_folder(tmp_path / "faces", 3, cache_dir=tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").glob("*.npz")
+    cache.write_bytes(cache.read_bytes()[:50])                                 # a cut copy
+    again = load_image_folder(tmp_path / "faces", 3, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(again, first)
+    assert len(list((tmp_path / "cache").glob("*.npz.corrupt-*"))) == 1
+    assert np.load(cache)["images"].shape == first.shape                      # rebuilt whole

@@ -320,6 +320,11 @@ def test_open_model_runs_a_public_model_with_its_training_images(tmp_path, monke
     assert samples.shape == (2, 3, 32, 32) and (tmp_path / "generations" / "ddpm-heun2-seed0" / "samples.npz").is_file()
     truth = edm_testbed.ground_truth(samples, data)
     assert truth["ratio"].shape == (2,)
+    cache = tmp_path / "generations" / "ddpm-heun2-seed0" / "samples.npz"
+    cache.write_bytes(cache.read_bytes()[:100])                                # damaged: regenerated, same samples
+    again, _ = edm_testbed.cached_samples(info["model"], 2, num_steps=2, progress=False)
+    torch.testing.assert_close(again, samples)
+    assert len(list(cache.parent.glob("samples.npz.corrupt-*"))) == 1
     with pytest.raises(ValueError, match="TRAIN_IMAGES"):
         edm_testbed.open_model(tmp_path / "ddpm")
     np.save(tmp_path / "bad.npy", images[:, :16])
