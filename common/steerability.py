@@ -230,9 +230,14 @@ def measure_group(pipe, rows_by_alpha: Mapping[float, list[dict]], pos_mean: np.
     )
 
 
-def steerability_ratio(mem: GroupMeasures, gen: GroupMeasures, measure: str = "pixel") -> float | None:
-    """The memorized group's mean change at the largest α over the generalized group's (None if the latter is 0)."""
+def steerability_ratio(mem: GroupMeasures, gen: GroupMeasures, measure: str = "pixel",
+                       alpha: float | None = None) -> float | None:
+    """The memorized group's mean change at `alpha` (default: the largest) over the generalized group's (None if the
+    latter is 0)."""
     if mem.alphas != gen.alphas:
         raise ValueError(f"the groups were swept over different alphas: {mem.alphas} vs {gen.alphas}")
-    mem_change, gen_change = getattr(mem, measure)[-1].mean(), getattr(gen, measure)[-1].mean()
+    if alpha is not None and alpha not in mem.alphas:
+        raise ValueError(f"alpha {alpha} was not swept; alphas: {mem.alphas}")
+    at = -1 if alpha is None else mem.alphas.index(alpha)
+    mem_change, gen_change = getattr(mem, measure)[at].mean(), getattr(gen, measure)[at].mean()
     return None if gen_change == 0 else float(mem_change / gen_change)

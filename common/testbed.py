@@ -327,7 +327,9 @@ def detection_prompts(folder, n_mem: int, n_gen: int):
 
 
 STEERING_CONCEPT = ("dark background", ("circle", "red", "square", "blue", "black"), ("circle", "red", "square", "blue", "white"))
-STEERING_ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5)
+# The official grid (the paper's panel), extended: on the testbed the edit at α ≤ 0.5 is hard to see by eye, so the
+# sweep goes on until the generalized edit is plain; the ratio is reported at every α
+STEERING_ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 4.0)
 
 
 def steering_prompts(folder) -> dict:

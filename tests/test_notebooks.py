@@ -83,7 +83,8 @@ EXPECTED = {
         "figures": ["laion_steering_gen", "laion_steering_mem", "laion_rep_traj", "laion_steerability"],
         "keys": ["model", "alphas", "vector_norms", "gen.change_by_alpha", "mem.change_by_alpha",
                  "gen.projection_by_alpha", "mem.projection_by_alpha", "gen.monotone", "mem.monotone",
-                 "steerability_ratio_mem_over_gen", "steering.steps", "trajectory.gen_path_pc"],
+                 "steerability_ratio_mem_over_gen", "steerability_ratio_by_alpha", "steering.steps",
+                 "trajectory.gen_path_pc"],
     },
 }
 

@@ -48,6 +48,11 @@ def test_group_summary_and_the_steerability_ratio():
     assert [p["prompt"] for p in summary["per_prompt"]] == ["a", "b"]
     np.testing.assert_allclose(summary["per_prompt"][0]["pixel_mean_abs_by_alpha"], [0.0, 0.02, 0.3])
     assert st.steerability_ratio(mem, gen) == pytest.approx(0.01 / 0.3)
+    mem_mid = group([0.01, 0.0, 0.02, 0.01])
+    mem_mid.pixel[1] = [0.0, 0.01, 0.0, 0.01]                                 # mean 0.005 at α = 0.25
+    assert st.steerability_ratio(mem_mid, gen, alpha=0.25) == pytest.approx(0.005 / 0.02)
+    with pytest.raises(ValueError, match="alpha 0.3 was not swept"):
+        st.steerability_ratio(mem, gen, alpha=0.3)
     assert group([0.0, 0.0, 0.01, 0.01]).summary()["monotone"] is False    # 0.02 then 0.005: decreases
     assert st.steerability_ratio(mem, group([0.0] * 4)) is None
     with pytest.raises(ValueError, match="different alphas"):
