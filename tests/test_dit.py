@@ -200,7 +200,9 @@ def test_released_dit_xl_2_256_full_depth_runs_the_detector_on_its_default_block
 
     torch.manual_seed(0)
     transformer = DiTTransformer2DModel(**dit.DIT_XL_2_256_CONFIG).eval()
-    assert 670e6 < sum(p.numel() for p in transformer.parameters()) < 680e6                   # DiT-XL/2: 675 M
+    # DiT-XL/2 has 675 M parameters; diffusers gives each of the 28 blocks its own timestep and label embedder
+    # (the original shares one), which makes 749.8 M
+    assert 749e6 < sum(p.numel() for p in transformer.parameters()) < 751e6
     model = dit.DiTModel(transformer, vae=None)
     from common.hooks import RepresentationRecorder
 
