@@ -45,3 +45,14 @@ def shared_prompts():
     if not SHARED_PROMPTS.is_dir():
         pytest.skip(f"reference prompt files not found at {SHARED_PROMPTS} (the shared/ folder beside the repo)")
     return SHARED_PROMPTS
+
+
+class CountingPipe:
+    """The pipeline, counting its sampling calls; a detector that only reads images never calls it."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls = pipe, []
+
+    def __call__(self, prompt, **kwargs):
+        self.calls.append(list(prompt))
+        return self.pipe(prompt, **kwargs)

@@ -17,6 +17,7 @@ from common.faults import CorruptCacheError, read_jsonl
 from common.generate import GenerationConfig, ManifestError
 from common.network import DownloadUnavailableError
 from common.training import read_info, write_folder_atomically
+from conftest import CountingPipe
 
 P3 = ["a red square", "a blue circle", "a green tree"]
 CONFIG = GenerationConfig(model="tiny", num_inference_steps=2, seed=3)
@@ -41,15 +42,6 @@ def cut(path, keep=0.5):
 def aside(path):
     """The copies of `path` moved aside."""
     return sorted(path.parent.glob(f"{path.name}.corrupt-*"))
-
-
-class CountingPipe:
-    def __init__(self, pipe):
-        self.pipe, self.calls = pipe, []
-
-    def __call__(self, prompt, **kwargs):
-        self.calls.append(list(prompt))
-        return self.pipe(prompt, **kwargs)
 
 
 def test_a_truncated_checkpoint_is_moved_aside_and_trained_again(tmp_path):

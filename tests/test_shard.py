@@ -25,7 +25,7 @@ from common.cli import generate as cli_generate
 from common.cli import score as cli_score
 from common.generate import GenerationConfig, ManifestError
 from common.shard import Shard, merge_newest, shard_files
-from conftest import ROOT
+from conftest import ROOT, CountingPipe
 
 PROMPTS = ["a red square", "a blue circle", "a green tree", "a yellow sun", "a black cat"]
 CONFIG = GenerationConfig(model="tiny", num_inference_steps=2, seed=0)     # what the command line makes of GEN_ARGS
@@ -98,15 +98,6 @@ def reference(tiny_pipe, tmp_path_factory):
     return folder, std
 
 
-class CountingPipe:
-    """The pipeline, counting its sampling calls; a detector that only reads images never calls it."""
-
-    def __init__(self, pipe):
-        self.pipe, self.calls = pipe, []
-
-    def __call__(self, prompt, **kwargs):
-        self.calls.append(list(prompt))
-        return self.pipe(prompt, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.pipe, name)
