@@ -30,7 +30,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import pipelines, representations, stats  # noqa: E402
-from common.hooks import RepresentationRecorder  # noqa: E402
 
 PAPER_SECONDS_PER_IMAGE = 0.067
 LAYER = representations.DETECTION_LAYER
