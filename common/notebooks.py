@@ -95,14 +95,23 @@ def ipc_kernel_manager():
     """jupyter_client's kernel manager with the kernel's sockets on IPC (files in Jupyter's runtime folder, removed at
     shutdown) instead of localhost TCP: the kernel then prints no "running over TCP without encryption" notice.
     Where the runtime folder's path is too long for a socket's, the plain (TCP) manager."""
+    import uuid
+
     from jupyter_client import AsyncKernelManager
     from jupyter_core.paths import jupyter_runtime_dir
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
+
+    runtime = Path(jupyter_runtime_dir())
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
-    socket_path = Path(jupyter_runtime_dir()) / f"kernel-{'x' * 36}-ipc-1"     # kernel-<uuid>-ipc-<channel>
+        @default("ip")
+        def _ip_default(self):      # jupyter_client's default is "kernel-ipc" in the kernel's cwd: the notebook folder
+            runtime.mkdir(parents=True, exist_ok=True)
+            return str(runtime / f"kernel-{uuid.uuid4()}-ipc")
+
+    socket_path = runtime / f"kernel-{uuid.uuid4()}-ipc-1"                      # the longest is channel 1..5
     return IPCKernelManager if len(str(socket_path)) <= IPC_PATH_MAX else AsyncKernelManager
 
 

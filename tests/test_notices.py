@@ -48,13 +48,14 @@ def test_the_iprogress_notice_is_gone_and_other_tqdm_warnings_stay():
 
 
 def test_a_notebook_kernel_prints_no_tcp_notice(tmp_path):
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os\nprint(6 * 7, [f for f in os.listdir('.') if f.startswith('kernel')])")])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "n.ipynb")
     code = (f"from common.notebooks import run_notebook\n"
             f"out = run_notebook({str(tmp_path / 'n.ipynb')!r}, {str(tmp_path / 'out.ipynb')!r})\n"
             f"print(out.cells[0].outputs[0]['text'])")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "42", done.stderr[-3000:]
+    assert done.returncode == 0 and done.stdout.strip() == "42 []", done.stderr[-3000:]   # no socket in the cwd
     assert "running over TCP" not in done.stderr and "WARNING" not in done.stderr, done.stderr
     assert not list(tmp_path.glob("kernel-*"))                    # no socket files left beside the notebook
