@@ -1,6 +1,6 @@
 """Every cache answers a damaged entry by rebuilding it (the bad file moved aside as `<name>.corrupt-<time>`) or by an
 error naming the file and the command that clears it: checkpoints, testbed folders, generation folders (manifest,
-images, config), score files, prompt lists. Each kind is damaged here the way a full disk or a cut copy does."""
+images, config), score files, prompt lists, NeMo statistics. Each kind is damaged here the way a full disk or a cut copy does."""
 import json
 import re
 
@@ -222,6 +222,45 @@ def test_a_damaged_generalized_prompt_cache_is_fetched_again_or_named(tmp_path, 
     assert [r.prompt for r in prompts.load_generalized_prompts(2, cache_dir=tmp_path)] == ["p", "q"]
     assert len(aside(cache)) == 2
     assert [r.prompt for r in prompts.load_generalized_prompts(2, cache_dir=tmp_path)] == ["p", "q"]
+
+
+def test_damaged_nemo_statistics_are_downloaded_again_or_named(tmp_path, monkeypatch):
+    """NeMo's file as their `1_compute_activations_statistics.py` saves it: `(mean_list, std_list)` of 7 tensors."""
+    from common import network
+    from common.detectors import nemo
+
+    widths = [320, 320, 640, 640, 1280, 1280, 1280]
+    good = tmp_path / "good.pt"
+    torch.save(([torch.rand(w) for w in widths], [torch.rand(w) + 0.1 for w in widths]), good)
+    cache = tmp_path / "nemo" / "statistics_additional_laion_prompts_v1_4.pt"
+    cache.parent.mkdir()
+    cache.write_bytes(good.read_bytes()[:3000])                                    # a download cut short
+
+    def download(url, path, timeout=5.0):                                          # the network, when it is there
+        if not path.exists():
+            path.write_bytes(good.read_bytes())
+        return path
+
+    monkeypatch.setattr(network, "download_cached", download)
+    assert nemo.load_statistics(cache_dir=cache.parent).widths == widths
+    assert len(aside(cache)) == 1 and cache.read_bytes() == good.read_bytes()
+
+    cache.write_bytes(good.read_bytes()[:3000])
+    def offline(url, path, timeout=5.0):
+        if path.exists():
+            return path
+        raise DownloadUnavailableError(f"{url} is not reachable and no cached copy exists at {path}")
+
+    monkeypatch.setattr(network, "download_cached", offline)
+    with pytest.raises(FileNotFoundError, match=re.escape(cache.name) + ".*Pass a local copy"):
+        nemo.load_statistics(cache_dir=cache.parent)                               # offline: moved aside, named
+    assert len(aside(cache)) == 2
+
+    mine = tmp_path / "mine.pt"                                                    # a user's own file: named, kept
+    mine.write_bytes(good.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=re.escape(f"{mine}: not a readable torch file")):
+        nemo.load_statistics(mine)
+    assert mine.stat().st_size == 3000
 
 
 def test_read_jsonl_keeps_the_good_rows_and_the_file_always_exists(tmp_path):

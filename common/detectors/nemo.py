@@ -97,26 +97,47 @@ def reference_statistics(pipe, prompts: Sequence[str], batch_size: int = 64) -> 
                           f"{len(prompts)} calibration prompts")
 
 
+def read_statistics(path: str | os.PathLike) -> NemoStatistics:
+    """NeMo's statistics file: a tuple (means, stds) of two lists of per-layer float tensors, read with
+    `weights_only=True`. A file that does not read as one (truncated, another file) is a `ValueError` naming it."""
+    import pickle
+    import zipfile
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable torch file ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and len(data[0]) == len(data[1])):
+        raise ValueError(f"{path}: expected (means, stds), two lists of per-layer tensors; got {type(data).__name__}")
+    means, stds = ([t.double().numpy() for t in part] for part in data)
+    if [len(m) for m in means] != [len(s) for s in stds]:
+        raise ValueError(f"{path}: mean widths {[len(m) for m in means]} differ from std widths {[len(s) for s in stds]}")
+    return NemoStatistics(tuple(means), tuple(stds), str(path))
+
+
 def load_statistics(source: str | os.PathLike | None = None, cache_dir: str | os.PathLike = STATISTICS_CACHE,
                     timeout: float = 5.0) -> NemoStatistics:
     """NeMo's released SD v1.4 statistics (50,000 LAION prompts): `source` (a local copy), else downloaded once
-    from their repository into `cache_dir`. The file is a tuple (means, stds) of two lists of 7 float tensors;
-    it is read with `weights_only=True`."""
+    from their repository into `cache_dir`. A cached download that does not read is moved aside and downloaded
+    again, saying so; offline, the error names the file and where to get it."""
+    from ..faults import move_aside
     from ..network import DownloadUnavailableError, download_cached
 
-    if source is None:
+    if source is not None:
+        return read_statistics(source)
+    cached = Path(cache_dir) / Path(STATISTICS_URL).name
+    for attempt in range(2):
         try:
-            source = download_cached(STATISTICS_URL, Path(cache_dir) / Path(STATISTICS_URL).name, timeout)
+            return read_statistics(download_cached(STATISTICS_URL, cached, timeout))
         except DownloadUnavailableError as err:
             raise FileNotFoundError(f"NeMo's reference statistics: {err}. Pass a local copy of "
-                                    f"{Path(STATISTICS_URL).name} (from {STATISTICS_URL}).") from err
-    data = torch.load(source, map_location="cpu", weights_only=True)
-    if not (isinstance(data, (tuple, list)) and len(data) == 2 and len(data[0]) == len(data[1])):
-        raise ValueError(f"{source}: expected (means, stds), two lists of per-layer tensors; got {type(data).__name__}")
-    means, stds = ([t.double().numpy() for t in part] for part in data)
-    if [len(m) for m in means] != [len(s) for s in stds]:
-        raise ValueError(f"{source}: mean widths {[len(m) for m in means]} differ from std widths {[len(s) for s in stds]}")
-    return NemoStatistics(tuple(means), tuple(stds), str(source))
+                                    f"{cached.name} (from {STATISTICS_URL}).") from err
+        except ValueError as err:
+            if attempt:
+                raise
+            aside = move_aside(cached)
+            print(f"the cached NeMo statistics are unreadable ({err}); moved to {aside.name if aside else '?'}, "
+                  "downloading them again")
 
 
 def z_scores(activations: Sequence[np.ndarray], statistics: NemoStatistics) -> np.ndarray:
