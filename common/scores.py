@@ -1,13 +1,21 @@
 """Detector scores of a generation folder, cached beside its images and resumable like them.
 
     scores = score_folder(pipe, folder, "std")            # float64 [N] in manifest order, computed once
+    scores = score_folder(pipe, folder, "wen", indices=[3, 4, 9])   # only these manifest rows, float64 [3]
     scores = read_scores(folder, "std")                   # {index: score} of what is cached (no model needed)
+    seconds = score_seconds(folder, "std")                # {index: detector seconds per image when it was scored}
 
 Files, under `<folder>/scores/`: `<detector>-<key>.json` records the detector, its options and the model (another
 setting is another key, never a reused score); `<detector>-<key>.jsonl` holds the rows of a single process and
 `<detector>-<key>.rank<k>.jsonl` those of process k of a sharded run (`shard.py`), merged on read. A row is
-(index, score, image_written, written): a score whose image was made again since (another `written` stamp in the
-manifest) is stale and computed again.
+(index, score, seconds, image_written, written): `seconds` is the detector's wall time per image of the call that
+scored it (where and when it ran: another machine, for a folder scored by `python -m common.cli.score`); a score
+whose image was made again since (another `written` stamp in the manifest) is stale and computed again.
+
+The key sees the options that change a score, canonically: the generation's sampling settings are filled in where
+the detector takes them, and an option equal to its default is left out, so a notebook passing `tau=0.1` finds the
+scores a command line run with no options wrote. Execution options such as `batch_size` stay in the key (a batch
+can change the last bits of a score); pass none to share scores between the notebooks and the command line.
 
 The unit of work is a chunk of `chunk` consecutive manifest rows, scored in one call of the detector: a process
 takes whole chunks, so a score does not depend on how many processes share the folder. A detector that draws
@@ -42,12 +50,20 @@ def _detector(detector):
 
 
 def _option_value(value):
-    """What an option contributes to the cache key: itself if JSON, else its `source` (NeMo statistics) or type."""
+    """What an option contributes to the cache key: itself if JSON, else its `cache_key` (NeMo statistics: a hash
+    of their values), else its type's name."""
     try:
         json.dumps(to_jsonable(value))
         return to_jsonable(value)
     except TypeError:
-        return getattr(value, "source", type(value).__name__)
+        return getattr(value, "cache_key", type(value).__name__)
+
+
+def _defaults(detector) -> dict:
+    """The options a call of `detector` takes when given none: its score function's defaults, then the variant's."""
+    parameters = inspect.signature(detector.score_fn).parameters.values()
+    return {**{p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty},
+            **detector.options}
 
 
 def resolved_options(folder, detector, options: dict | None = None) -> dict:
@@ -74,20 +90,34 @@ def score_stem(folder, detector, options: dict | None = None, model: str | None 
 
 
 def _record(detector, options: dict, model: str) -> dict:
-    return {"detector": detector.name, "options": {k: _option_value(v) for k, v in sorted(options.items())},
-            "model": model}
+    """What the cache key hashes: the detector, the options that differ from its defaults, the model."""
+    defaults = {k: _option_value(v) for k, v in _defaults(detector).items()}
+    options = {k: _option_value(v) for k, v in sorted(options.items())}
+    return {"detector": detector.name, "options": {k: v for k, v in options.items()
+                                                   if k not in defaults or defaults[k] != v}, "model": model}
 
 
-def read_scores(folder, detector, options: dict | None = None, model: str | None = None) -> dict[int, float]:
-    """The cached, still valid scores of `folder`: {manifest index: score}, from every process's file."""
+def read_score_rows(folder, detector, options: dict | None = None, model: str | None = None) -> dict[int, dict]:
+    """The cached, still valid score rows of `folder`: {manifest index: row}, from every process's file."""
     from .generate import read_manifest
 
     stem = score_stem(folder, detector, options, model)
     files = shard_files(Path(folder) / SCORES_DIR, f"{stem}.jsonl")
     rows = merge_newest([r for p in files for r in read_jsonl(p, SCORE_KEYS)])
     manifest = {r["index"]: r for r in read_manifest(folder, on_bad="skip")[0]}
-    return {i: np.nan if r["score"] is None else float(r["score"]) for i, r in rows.items()
+    return {i: r for i, r in rows.items()
             if i in manifest and r.get("image_written") == manifest[i].get("written")}   # else its image was remade
+
+
+def read_scores(folder, detector, options: dict | None = None, model: str | None = None) -> dict[int, float]:
+    """The cached, still valid scores of `folder`: {manifest index: score}."""
+    return {i: np.nan if r["score"] is None else float(r["score"])
+            for i, r in read_score_rows(folder, detector, options, model).items()}
+
+
+def score_seconds(folder, detector, options: dict | None = None, model: str | None = None) -> dict[int, float]:
+    """{manifest index: the detector's wall time per image in the call that scored it} (NaN where not recorded)."""
+    return {i: float(r.get("seconds", np.nan)) for i, r in read_score_rows(folder, detector, options, model).items()}
 
 
 def _chunks(rows: list[dict], size: int) -> list[list[dict]]:
@@ -120,10 +150,12 @@ def _write_config(path: Path, record: dict) -> None:
 
 
 def score_folder(pipe, folder, detector, options: dict | None = None, chunk: int = DEFAULT_CHUNK,
-                 shard: Shard = Shard(), model: str | None = None, progress: bool = True) -> np.ndarray:
+                 shard: Shard = Shard(), model: str | None = None, progress: bool = True,
+                 indices=None) -> np.ndarray:
     """Score this process's share of the images of `folder` that have no valid cached score, writing each chunk
     as it is done; return every score cached so far, float64 [N] in manifest order (NaN where another process's
-    share is not yet written). detector: a name of `detectors.DETECTORS` or a `Detector`."""
+    share is not yet written). detector: a name of `detectors.DETECTORS` or a `Detector`. indices: only these
+    manifest rows (scored and returned in this order); a chunk is then a run of consecutive indices among them."""
     from tqdm.auto import tqdm
 
     from .detectors import Samples
@@ -139,6 +171,12 @@ def score_folder(pipe, folder, detector, options: dict | None = None, chunk: int
     stem = score_stem(folder, detector, options, model)
     _write_config(folder / SCORES_DIR / f"{stem}.json", _record(detector, options, model))
     rows = read_manifest(folder)[0]                                   # an unreadable image is an error naming it
+    if indices is not None:
+        by_index = {r["index"]: r for r in rows}
+        missing = [i for i in indices if i not in by_index]
+        if missing:
+            raise ValueError(f"{folder} has no generated image at manifest index {missing[:5]}")
+        rows = [by_index[i] for i in sorted(set(indices))]
     if not rows:
         raise ValueError(f"{folder} holds no generated images to score")
     done = read_scores(folder, detector, options, model)
@@ -152,14 +190,17 @@ def score_folder(pipe, folder, detector, options: dict | None = None, chunk: int
         call = dict(options)
         if takes_offset:                     # image i of the folder draws seed base + i, whichever chunk it is in
             call[POSITION_SEED_OPTION] = _position_seed_base(detector, options) + part[0]["index"]
-        values = detector.score(pipe, samples, **call)                                     # float64 [n]
+        t0 = time.perf_counter()
+        values = detector.score(pipe, samples, **call)         # float64 [n], on the host: the device is done
+        seconds = (time.perf_counter() - t0) / len(part)
         for row, value in zip(part, values):
-            own[row["index"]] = {"index": row["index"], "score": float(value), "image_written": row.get("written"),
-                                 "written": time.time()}
+            own[row["index"]] = {"index": row["index"], "score": float(value), "seconds": seconds,
+                                 "image_written": row.get("written"), "written": time.time()}
             done[row["index"]] = float(value)
         with atomic_path(own_path) as tmp:
             tmp.write_text("".join(json.dumps(to_jsonable(own[i])) + "\n" for i in sorted(own)))
-    return np.array([done.get(r["index"], np.nan) for r in rows], dtype=np.float64)
+    order = [r["index"] for r in rows] if indices is None else list(indices)
+    return np.array([done.get(i, np.nan) for i in order], dtype=np.float64)
 
 
 def score_files(folder, detector, options: dict | None = None, model: str | None = None) -> list[Path]:
@@ -168,5 +209,5 @@ def score_files(folder, detector, options: dict | None = None, model: str | None
     return shard_files(Path(folder) / SCORES_DIR, f"{stem}.jsonl")
 
 
-__all__ = ["DEFAULT_CHUNK", "SCORES_DIR", "read_scores", "resolved_options", "score_files", "score_folder",
-           "score_stem"]
+__all__ = ["DEFAULT_CHUNK", "SCORES_DIR", "read_score_rows", "read_scores", "resolved_options", "score_files",
+           "score_folder", "score_seconds", "score_stem"]

@@ -8,7 +8,10 @@ cached beside the images (`scores.py`), so a notebook or a rerun finds them.
 
 The model is the one that made the images (the folder's generation.json). Images are split between the processes in
 whole chunks of --chunk consecutive images; each process writes its own score file. Options go to the detector as
-key=value (values read as JSON); re-sampling detectors run the generation's steps and guidance unless told.
+key=value (values read as JSON); re-sampling detectors run the generation's steps and guidance unless told. The
+scores land where the notebooks look (`<folder>/scores/`): `SD_compare_reps` and `Table1_detection` read them
+instead of computing them again when the options agree (an option equal to its default counts as not given; pass no
+batch_size to share them).
 NeMo ("nemo") needs reference statistics: --statistics released (SD v1.4's, downloaded once) or a .pt file.
 """
 from __future__ import annotations

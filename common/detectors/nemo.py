@@ -70,6 +70,13 @@ class NemoStatistics:
     def widths(self) -> list[int]:
         return [len(m) for m in self.mean]
 
+    @property
+    def cache_key(self) -> str:
+        """A hash of the values (not of `source`): a cached score names the statistics it was computed with."""
+        from ..results import array_fingerprint
+
+        return "nemo-statistics-" + array_fingerprint(np.concatenate([*self.mean, *self.std]))
+
 
 @torch.no_grad()
 def prompt_activations(pipe, prompts: Sequence[str], layers: Sequence[str] | None = None,
