@@ -135,8 +135,8 @@ def ensure_trained(folder, config: dict, train: Callable[[], dict], what: str = 
     missing, damaged (moved aside by `folder_ready`) or trained with another config (edited by hand, an older
     trainer): never a silent reuse. `train()` returns the info it wrote."""
     folder = Path(folder)
-    if folder_ready(folder):
-        if read_info(folder)["config"] == to_jsonable(config):
+    if folder_ready(folder):                       # whole: its record reads, no need to check it again
+        if json.loads((folder / INFO_NAME).read_text())["config"] == to_jsonable(config):
             return folder
         print(f"{folder} was trained with another config: retraining")
     print(f"training {what} into {folder} (once; cached afterwards)")
