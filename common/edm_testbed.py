@@ -82,13 +82,19 @@ class EDMTestbedConfig:
     seed: int = 0
     unet: dict = field(default_factory=lambda: dict(UNET_CONFIG))
 
+    def __post_init__(self):
+        if self.unet.get("sample_size") != self.data.resolution:
+            raise ValueError(f"the UNet's sample_size {self.unet.get('sample_size')} differs from the data's "
+                             f"resolution {self.data.resolution}")
+
     def to_dict(self) -> dict:
         return {**asdict(self), "trainer_version": TRAINER_VERSION, "sigma_data": edm.SIGMA_DATA}
 
 
+# 16x16 images: the notebook's full denoiser Jacobian is then 768 x 768 (at 32x32, 3,072 x 3,072: half a minute of CI)
 SMOKE_CONFIG = EDMTestbedConfig(data=EDMDataConfig(n_unique=40, n_memorized=2, duplication=5, dose_duplications=(1, 2),
-                                                   dose_images=2), steps=3, batch_size=8, warmup=1,
-                                unet=dict(UNET_CONFIG, block_out_channels=(8, 8, 16), norm_num_groups=4))
+                                                   dose_images=2, resolution=16), steps=3, batch_size=8, warmup=1,
+                                unet=dict(UNET_CONFIG, sample_size=16, block_out_channels=(8, 8, 16), norm_num_groups=4))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -103,7 +109,7 @@ class EDMTestbedData(DuplicatedImages):
     config: EDMDataConfig
 
     def model_space(self) -> torch.Tensor:
-        """[M, 3, 32, 32] float32 in [-1, 1]."""
+        """[M, 3, r, r] float32 in [-1, 1] (r = config.resolution: 32)."""
         return torch.from_numpy(self.images.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 

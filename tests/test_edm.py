@@ -132,11 +132,13 @@ def test_data_is_deterministic_natural_crops_with_planted_duplicates():
     config = edm_testbed.SMOKE_CONFIG.data
     a, b = edm_testbed.build_data(config), edm_testbed.build_data(config)
     np.testing.assert_array_equal(a.images, b.images)
-    assert a.images.shape == (40 + 2 + 4, 32, 32, 3) and a.images.dtype == np.uint8
+    assert a.images.shape == (40 + 2 + 4, 16, 16, 3) and a.images.dtype == np.uint8      # the SMOKE config's 16x16
     assert len(a.train_rows) == 40 + 2 * 5 + 2 * (1 + 2)
     assert a.images.std() > 20                                           # photographs, not flat fields
     with pytest.raises(ValueError, match="unknown data source 'cifar10'"):
         edm_testbed.EDMDataConfig(source="cifar10")
+    with pytest.raises(ValueError, match="sample_size 32 differs from the data's resolution 16"):
+        edm_testbed.EDMTestbedConfig(data=config)                        # the default 32x32 UNet on 16x16 data
     with pytest.raises(ValueError, match="duplication count must be >= 1, got 0"):
         edm_testbed.EDMDataConfig(duplication=0)
 
