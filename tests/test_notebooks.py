@@ -74,7 +74,7 @@ EXPECTED = {
                                                           "lid-cond", "std")
                    for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_official",
                                "seconds_per_sample", "prompt_free", "auroc_vs_low_dose_titles", "time_ratio_to_std")],
-                 "laion.carlini.verdict_fraction_mem"],
+                 "laion.carlini.verdict_fraction_mem", "laion.std.scores_read_from_cache", "settings.score_cache"],
         "parameters": {"MEM_PROMPTS": SHARED_PROMPTS / "sdv1_500_memorized.jsonl",
                        "VM_TM_LABELS": SHARED_PROMPTS / "memorized_laion_prompts.csv",
                        "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
