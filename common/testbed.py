@@ -326,6 +326,21 @@ def detection_prompts(folder, n_mem: int, n_gen: int):
     return mem[:n_mem], gen[:n_gen]
 
 
+N_CALIBRATION = 1000       # NeMo's reference statistics on the testbed: this many distinct pool captions
+
+
+def calibration_prompts(folder, n: int = N_CALIBRATION) -> list[str]:
+    """The first `n` distinct training-pool captions: trained, and never among the evaluated prompts (memorized
+    titles, dose titles, held-out captions) — what NeMo's reference statistics are computed from on the testbed
+    (SD v1.4 has NeMo's released statistics of 50,000 LAION prompts instead)."""
+    data = load_data(folder)
+    pool = list(dict.fromkeys(data.captions[i] for i in data.indices("pool")))[:n]
+    evaluated = {data.captions[i] for i in data.indices("memorized")} | {data.captions[i] for i in data.indices("dose")}
+    if set(pool) & (evaluated | set(data.held_out_captions)):
+        raise AssertionError("a calibration caption is also an evaluated prompt")
+    return pool
+
+
 STEERING_CONCEPT = ("dark background", ("circle", "red", "square", "blue", "black"), ("circle", "red", "square", "blue", "white"))
 # The official grid (the paper's panel), extended: on the testbed the edit at α ≤ 0.5 is hard to see by eye, so the
 # sweep goes on until the generalized edit is plain; the ratio is reported at every α

@@ -1,6 +1,7 @@
 """The score cache of a generation folder (`common/scores.py`) as the notebooks use it: its key sees what changes a
 score and nothing else, so a notebook finds what `python -m common.cli.score` wrote; a subset (Table 1's control
-titles) is scored alone and the rest later, nothing twice; each row keeps the seconds its detector took."""
+titles) is scored alone and the rest later, nothing twice; each row keeps the seconds its detector took; on the
+testbed the command line computes NeMo's statistics as the notebook does."""
 import numpy as np
 import pytest
 import torch
@@ -20,6 +21,14 @@ def folder(tiny_pipe, tmp_path_factory):
     folder = generate.generation_folder("p", CONFIG, tmp_path_factory.mktemp("scores"))
     generate.generate_images(tiny_pipe, PROMPTS, folder, CONFIG, batch_size=5, progress=False)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The command line sets torch's thread count (--threads); later tests get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def counting(calls: list) -> Detector:
@@ -65,12 +74,33 @@ def test_a_subset_is_scored_alone_then_the_rest_and_nothing_twice(folder, tiny_p
 
 
 def test_a_notebook_finds_what_the_command_line_scored(folder, tiny_pipe):
-    threads = torch.get_num_threads()
     assert cli_score.main([str(folder), "--detector", "carlini", "--option", "n_generations=2", "--threads", "1"]) == 0
-    torch.set_num_threads(threads)
     cached = scores.read_scores(folder, "carlini", {"n_generations": 2})
     assert sorted(cached) == [0, 1, 2, 3, 4]
     pipe = CountingPipe(tiny_pipe)             # Carlini et al. re-sample: a recomputed score would call the pipe
     again = scores.score_folder(pipe, folder, "carlini", {"n_generations": 2, "tau": carlini.TAU}, progress=False)
     assert pipe.calls == []                    # what Table1_detection passes, its default tau spelt out
     np.testing.assert_array_equal(again, [cached[i] for i in range(5)])
+
+
+def test_nemo_on_the_testbed_the_command_line_computes_the_notebooks_statistics(folder, tmp_path):
+    from common import pipelines, testbed
+
+    model = testbed.ensure_testbed(testbed.SMOKE_CONFIG, progress=False, root=tmp_path / "testbed")
+    pipe = pipelines.load_pipeline(str(model), device="cpu")
+    config = GenerationConfig(model=str(model), num_inference_steps=2, seed=0)
+    images = generate.generation_folder("t", config, tmp_path)
+    data = testbed.load_data(model)
+    generate.generate_images(pipe, [data.captions[i] for i in data.indices("memorized")], images, config,
+                             progress=False)
+    assert cli_score.main([str(images), "--detector", "nemo", "--statistics", "calibration", "--threads", "1"]) == 0
+    # what Table1_detection does on the testbed: statistics from the calibration captions, then the cached call
+    statistics = nemo.reference_statistics(pipe, testbed.calibration_prompts(model))
+    rows = scores.read_score_rows(images, "nemo", {"statistics": statistics})
+    assert sorted(rows) == list(range(len(data.indices("memorized"))))
+    again = scores.score_folder(pipe, images, "nemo", {"statistics": statistics}, progress=False)
+    assert {i: r["written"] for i, r in scores.read_score_rows(images, "nemo", {"statistics": statistics}).items()} \
+        == {i: r["written"] for i, r in rows.items()}                                  # read, not computed again
+    np.testing.assert_array_equal(again, [rows[i]["score"] for i in sorted(rows)])
+    with pytest.raises(SystemExit, match="--statistics calibration is for a CPU testbed model"):
+        cli_score.main([str(folder), "--detector", "nemo", "--statistics", "calibration", "--threads", "1"])

@@ -12,7 +12,8 @@ key=value (values read as JSON); re-sampling detectors run the generation's step
 scores land where the notebooks look (`<folder>/scores/`): `SD_compare_reps` and `Table1_detection` read them
 instead of computing them again when the options agree (an option equal to its default counts as not given; pass no
 batch_size to share them).
-NeMo ("nemo") needs reference statistics: --statistics released (SD v1.4's, downloaded once) or a .pt file.
+NeMo ("nemo") needs reference statistics: --statistics released (SD v1.4's, downloaded once), a .pt file, or
+calibration (the CPU testbed: computed from its pool captions, as Table1_detection does, so the scores match).
 """
 from __future__ import annotations
 
@@ -37,10 +38,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("folders", nargs="+", type=Path, help="generation folders (each with generation.json)")
     p.add_argument("--detector", nargs="+", required=True, choices=list(DETECTORS), help="one or more detectors")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a detector option (repeatable)")
-    p.add_argument("--statistics", help="NeMo's reference statistics: 'released' or a .pt file")
+    p.add_argument("--statistics", help="NeMo's reference statistics: 'released', a .pt file, or 'calibration' "
+                                        "(CPU testbed: from its pool captions)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="images per detector call and per unit of work")
     add_runtime_arguments(p)
     return p
+
+
+def calibration_statistics(statistics: str | None, model: str, pipe) -> dict:
+    """{"statistics": NeMo's reference statistics from the testbed's calibration captions} for --statistics
+    calibration (the same values `Table1_detection` computes, so the cache keys agree), else {}."""
+    if statistics != "calibration":
+        return {}
+    from .. import testbed
+    from ..detectors.nemo import reference_statistics
+
+    if not testbed.is_testbed(model):
+        raise SystemExit(f"--statistics calibration is for a CPU testbed model; {model} is not one (SD v1.4: "
+                         "--statistics released)")
+    return {"statistics": reference_statistics(pipe, testbed.calibration_prompts(model))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,20 +71,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shard.main:
             for folder in args.folders:
                 remove_stale_temporaries(folder / SCORES_DIR)
-        if args.statistics:
+        if args.statistics and args.statistics != "calibration":
             from ..detectors.nemo import load_statistics
 
             options["statistics"] = load_statistics(None if args.statistics == "released" else args.statistics)
-    pipes = {}
+    pipes, model_options = {}, {}
     for folder in args.folders:
         model = json.loads((folder / CONFIG_NAME).read_text())["model"]
         if model not in pipes:
             pipes[model] = load_pipeline(model, device=shard.device, dtype=args.dtype)
+            model_options[model] = {**options, **calibration_statistics(args.statistics, model, pipes[model])}
         for name in args.detector:
-            score_folder(pipes[model], folder, name, options, args.chunk, shard, progress=shard.main)
+            score_folder(pipes[model], folder, name, model_options[model], args.chunk, shard, progress=shard.main)
     shard.wait()
     if shard.main:
         for folder in args.folders:
+            options = model_options[json.loads((folder / CONFIG_NAME).read_text())["model"]]
             for name in args.detector:
                 scores = list(read_scores(folder, name, options).values())
                 files = ", ".join(p.name for p in score_files(folder, name, options))
