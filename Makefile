@@ -37,7 +37,7 @@ bench: $(STAMP)
 
 # Every notebook in SMOKE mode, outputs in smoke-out/ (a quick look without touching Figs/ or results/).
 smoke: $(STAMP)
-	$(OFFLINE) DGR_CACHE=smoke-out/cache $(PY) -m common.notebooks --smoke --out smoke-out
+	$(OFFLINE) DGR_CACHE=smoke-out/cache DGR_FIG_DPI=100 $(PY) -m common.notebooks --smoke --out smoke-out
 
 clean-cache:
 	rm -rf .cache smoke-out

@@ -1,10 +1,12 @@
 """The paper's figure style (official `Figs/`): Mem in royalblue, Gen in crimson, large sans fonts, 300 dpi.
 
 Figures are saved atomically to `Figs/<name>.png`; notebooks pass `figs_dir` so a smoke run can write
-elsewhere.
+elsewhere. The environment variable ``DGR_FIG_DPI`` lowers the resolution where only the code path matters: the
+SMOKE runs of the tests and of `make smoke` save at 100 dpi (a large figure: 0.5 s instead of 1.7 s at 300).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,7 +19,7 @@ from .stats import rep_std
 
 MEM_COLOR = "royalblue"
 GEN_COLOR = "crimson"
-DPI = 300
+DPI = int(os.environ.get("DGR_FIG_DPI", 300))
 
 PAPER_RC = {
     "font.size": 16,

@@ -12,6 +12,12 @@ from common.notebooks import Availability, all_notebooks, run_notebook, smoke_pa
 from common.results import get_dotted
 from conftest import SHARED_PROMPTS
 
+@pytest.fixture(autouse=True)
+def smoke_figure_resolution(monkeypatch):
+    """Figures at 100 dpi: these runs check the code path, not the pixels (the kernels inherit the environment)."""
+    monkeypatch.setenv("DGR_FIG_DPI", "100")
+
+
 EXPECTED = {
     "ReLU_DAE": {
         "figures": ["celeba_weights", "celeba_rep", "celeba_denoise"],
