@@ -75,18 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..detectors.nemo import load_statistics
 
             options["statistics"] = load_statistics(None if args.statistics == "released" else args.statistics)
-    pipes, model_options = {}, {}
+    pipes, model_options, folder_options = {}, {}, {}
     for folder in args.folders:
         model = json.loads((folder / CONFIG_NAME).read_text())["model"]
         if model not in pipes:
             pipes[model] = load_pipeline(model, device=shard.device, dtype=args.dtype)
             model_options[model] = {**options, **calibration_statistics(args.statistics, model, pipes[model])}
+        folder_options[folder] = model_options[model]
         for name in args.detector:
-            score_folder(pipes[model], folder, name, model_options[model], args.chunk, shard, progress=shard.main)
+            score_folder(pipes[model], folder, name, folder_options[folder], args.chunk, shard, progress=shard.main)
     shard.wait()
     if shard.main:
-        for folder in args.folders:
-            options = model_options[json.loads((folder / CONFIG_NAME).read_text())["model"]]
+        for folder, options in folder_options.items():
             for name in args.detector:
                 scores = list(read_scores(folder, name, options).values())
                 files = ", ".join(p.name for p in score_files(folder, name, options))
