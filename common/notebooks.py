@@ -49,13 +49,13 @@ class Availability:
 
 def _stable_diffusion() -> Availability:
     """SD v1.4 (its weights and a CUDA GPU) for the paper's default run; else the CPU testbed, trained here
-    once (`common/testbed.py`), stands in: the notebook runs with MODEL = "testbed" and says so."""
-    from .pipelines import TESTBED_MODEL, stable_diffusion_missing_reason
+    once (`common/testbed.py`), stands in. No parameter is passed either way: the notebook's own `MODEL = None`
+    makes the same choice (`pipelines.choose_model`), so the executed notebook keeps its parameter cell as it is."""
+    from .pipelines import stable_diffusion_missing_reason
 
     missing = stable_diffusion_missing_reason()
     if missing:
-        return Availability(True, f"SD v1.4 cannot run here ({missing}): running on the CPU testbed",
-                            {"MODEL": TESTBED_MODEL})
+        return Availability(True, f"SD v1.4 cannot run here ({missing}): running on the CPU testbed")
     return Availability(True)
 
 
@@ -115,16 +115,31 @@ def ipc_kernel_manager():
     return IPCKernelManager if len(str(socket_path)) <= IPC_PATH_MAX else AsyncKernelManager
 
 
+INJECTED_TAG = "injected-parameters"     # the cell papermill adds after `parameters` when given parameters
+
+
+def without_injected_parameters(notebook):
+    """The notebook node without papermill's injected-parameters cells. papermill replaces such a cell only when it
+    is given parameters; left in a committed notebook, it would override the parameter cell in Jupyter and in every
+    later run without parameters."""
+    notebook.cells = [c for c in notebook.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    return notebook
+
+
 def run_notebook(path: Path, output: Path | None = None, parameters: dict | None = None,
                  timeout: int | None = None, progress: bool = False):
     """Execute `path` top to bottom with papermill (kernel `python3` over IPC, cwd = the notebook's folder) and
-    write the executed notebook to `output` (default: in place). Returns the executed notebook node."""
+    write the executed notebook to `output` (default: in place). Any injected-parameters cell of an earlier run is
+    dropped first, so the run uses the parameter cell plus `parameters` (none: exactly the parameter cell).
+    Returns the executed notebook node."""
+    import nbformat
     import papermill as pm
 
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")    # debugpy's "frozen modules" notice
     path = Path(path).resolve()
+    notebook = without_injected_parameters(nbformat.read(path, as_version=4))
     return pm.execute_notebook(
-        str(path), str(Path(output).resolve() if output else path), parameters=parameters or {},
+        notebook, str(Path(output).resolve() if output else path), parameters=parameters or {},
         kernel_name="python3", cwd=str(path.parent), progress_bar=progress, request_save_on_cell_execute=False,
         execution_timeout=timeout, kernel_manager_class=ipc_kernel_manager(),
     )

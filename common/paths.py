@@ -13,3 +13,18 @@ DATA_CACHE = REPO_CACHE / "data"            # compressed image arrays (read the 
 CHECKPOINT_CACHE = REPO_CACHE / "checkpoints"  # trained weights, keyed by their config
 PROMPT_CACHE = REPO_CACHE / "prompts"          # the prompt lists of the detection experiment
 GENERATION_CACHE = REPO_CACHE / "generations"  # generated images + manifests, one folder per model/set/config
+
+
+def portable_name(model: str | os.PathLike) -> str:
+    """How a results JSON names a model or file, the same on every machine: a name that is not a path (a hub id,
+    "tiny", a label) as it is; a path by where it is relative to the repo when inside it, as `<cache>/…` when inside
+    the cache (a testbed folder's name is its label and config key), else by its last component. Never absolute."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if not (path.is_absolute() or text.startswith((".", "~")) or path.exists()):
+        return text
+    path = path.resolve()
+    for root, prefix in ((REPO_CACHE.resolve(), "<cache>/"), (REPO_ROOT, "")):
+        if path.is_relative_to(root):
+            return prefix + path.relative_to(root).as_posix()
+    return path.name

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,9 +96,41 @@ def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
+# An absolute path inside a string: at its start, or after a space, quote, bracket, '=' or ':' (not a URL's "//").
+_MACHINE_PATH = re.compile(r"""(?:^|[\s'"(\[=])(?:/[\w.-]|~/|[A-Za-z]:\\)""")
+
+
+def machine_paths(payload: Any, prefix: str = "") -> list[str]:
+    """The dotted keys (list items as their index) whose string values hold an absolute file path (a path of the
+    machine that wrote them): a results JSON names models and files by `paths.portable_name` instead."""
+    if isinstance(payload, dict):
+        return [k for key, value in payload.items() for k in machine_paths(value, f"{prefix}{key}.")]
+    if isinstance(payload, (list, tuple)):
+        return [k for i, value in enumerate(payload) for k in machine_paths(value, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")] if isinstance(payload, str) and _MACHINE_PATH.search(payload) else []
+
+
+def _portable(payload: Any) -> Any:
+    """Every string that is an absolute path, named by `paths.portable_name` instead."""
+    from .paths import portable_name
+
+    if isinstance(payload, dict):
+        return {key: _portable(value) for key, value in payload.items()}
+    if isinstance(payload, list):
+        return [_portable(value) for value in payload]
+    if isinstance(payload, str) and (os.path.isabs(payload) or payload.startswith("~/")):
+        return portable_name(payload)
+    return payload
+
+
 def write_results(name: str, payload: dict, results_dir: str | os.PathLike = RESULTS_DIR) -> Path:
     """Write `results/<name>.json`. Nested dicts are the dotted keys of the issues: `mem.live_units`
-    is `payload["mem"]["live_units"]`."""
+    is `payload["mem"]["live_units"]`. Results are committed and read on other machines, so a value that is a path
+    is written as `paths.portable_name` gives it, and a text with an absolute path inside it is refused."""
+    payload = _portable(to_jsonable(payload))
+    found = machine_paths(payload)
+    if found:
+        raise ValueError(f"results {name!r} hold absolute paths at {found}: name them with paths.portable_name")
     return write_json_atomic(Path(results_dir) / f"{name}.json", payload)
 
 

@@ -99,18 +99,83 @@ def test_every_notebook_has_expectations():
     assert {nb.stem for nb in all_notebooks()} == set(EXPECTED)
 
 
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory):
+    """The tiny random pipeline saved as a diffusers folder, as a local copy of SD v1.4 is laid out."""
+    from common import pipelines
+
+    folder = tmp_path_factory.mktemp("weights") / "tiny-sd-folder"
+    pipelines.build_random_pipeline("tiny").save_pretrained(folder)
+    return folder
+
+
+def requires_sd(notebook) -> bool:
+    return "stable-diffusion" in notebooks.notebook_settings(notebook).get("requires", [])
+
+
 @pytest.mark.parametrize("notebook", all_notebooks(), ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch):
+def test_notebook_runs_in_smoke_mode(notebook, tmp_path, monkeypatch, tiny_sd_folder):
+    """Every notebook in SMOKE mode. The SD notebooks take their default path (MODEL = None) with the SD v1.4 check
+    made to pass — $DGR_SD_MODEL at a tiny diffusers folder, $DGR_SD_ON_CPU=1 — and must record that folder as their
+    model, not the testbed."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))      # the kernel inherits the environment
     expected = EXPECTED[notebook.stem]
     extra = {k: str(v) for k, v in expected.get("parameters", {}).items() if v.exists()}
-    run_notebook(notebook, tmp_path / notebook.name, {**smoke_parameters(notebook, tmp_path), **extra}, timeout=600)
+    parameters = {**smoke_parameters(notebook, tmp_path), **extra}
+    if requires_sd(notebook):
+        monkeypatch.setenv("DGR_SD_MODEL", str(tiny_sd_folder))
+        monkeypatch.setenv("DGR_SD_ON_CPU", "1")
+        parameters.pop("MODEL")
+    run_notebook(notebook, tmp_path / notebook.name, parameters, timeout=600)
     for name in expected["figures"]:
         assert (tmp_path / "Figs" / f"{name}.png").stat().st_size > 10_000, name
     payload = json.loads((tmp_path / "results" / f"{expected.get('results', notebook.stem)}.json").read_text())
     for key in expected["keys"]:
         get_dotted(payload, key)
     assert payload["smoke"] is True
+    if requires_sd(notebook):
+        assert payload["model"] == payload["model_id"] == tiny_sd_folder.name
+
+
+def _parameter_names(cell_source: str) -> dict:
+    namespace = {}
+    exec(compile(cell_source, "<parameters>", "exec"), {}, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("notebook", all_notebooks(), ids=lambda p: p.stem)
+def test_committed_notebook_runs_as_its_parameter_cell_says(notebook):
+    """The cells up to the last parameter-setting one, executed in order as Jupyter executes them, leave every
+    parameter as the `parameters` cell sets it: no papermill injected-parameters cell of an earlier run is left."""
+    import nbformat
+
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
+    tags = [c.metadata.get("tags", []) for c in cells]
+    assert not any(notebooks.INJECTED_TAG in t for t in tags)
+    last = max(i for i, t in enumerate(tags) if "parameters" in t or notebooks.INJECTED_TAG in t)
+    declared = _parameter_names(next(c.source for c, t in zip(cells, tags) if "parameters" in t))
+    in_order = _parameter_names("\n".join(c.source for c in cells[: last + 1]))
+    assert {name: in_order[name] for name in declared} == declared
+
+
+def test_runner_drops_a_stale_injected_cell(tmp_path):
+    """A notebook saved with papermill's injected cell of an earlier run: run without parameters it uses its parameter
+    cell and is saved without the stale cell; with parameters, they apply."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("X = 2", metadata={"tags": [notebooks.INJECTED_TAG]}),
+                nbformat.v4.new_code_cell("import pathlib; pathlib.Path('x.txt').write_text(str(X))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "stale.ipynb"
+    nbformat.write(nb, path)
+    run_notebook(path, timeout=120)
+    assert (tmp_path / "x.txt").read_text() == "1"
+    saved = nbformat.read(path, as_version=4)
+    assert [c.metadata.get("tags", []) for c in saved.cells] == [["parameters"], []]
+    run_notebook(path, tmp_path / "out.ipynb", {"X": 3}, timeout=120)
+    assert (tmp_path / "x.txt").read_text() == "3"
 
 
 @pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering", "Table1_detection"])
@@ -131,7 +196,7 @@ def test_sd_notebook_runs_on_a_smoke_testbed_and_says_so(name, tmp_path, monkeyp
     run_notebook(notebook, tmp_path / notebook.name, {**smoke_parameters(notebook, tmp_path), "MODEL": str(folder)},
                  timeout=600)
     payload = json.loads((tmp_path / "results" / f"{name}.json").read_text())
-    assert payload["model"] == "cpu-testbed" and payload["model_path"] == str(folder)
+    assert payload["model"] == "cpu-testbed" and payload["model_id"] == folder.name
     data = testbed.load_data(folder)
     if name == "SD_compare_reps":
         assert payload["n_mem"] == len(data.indices("memorized")) and payload["prompt_source"]["mem"].startswith("cpu-testbed")
@@ -162,7 +227,7 @@ def test_figures_runs_an_sd_notebook_on_the_cpu_testbed_without_the_weights(tmp_
     monkeypatch.setattr(notebooks, "run_notebook", lambda nb, out, params, **k: ran.append(params))
     nb = write_notebook(tmp_path / "needs_sd.ipynb", ["stable-diffusion"])
     assert notebooks.main([str(nb)]) == 0
-    assert ran == [{"MODEL": "testbed"}]
+    assert ran == [{}]            # the notebook's own MODEL = None chooses the testbed: no injected parameters
     first = capsys.readouterr().out.strip().splitlines()[0]
     assert first.startswith(f"-- {nb}: SD v1.4 cannot run here (needs the CompVis/stable-diffusion-v1-4 weights")
     assert first.endswith("running on the CPU testbed")

@@ -76,3 +76,19 @@ def test_model_resolution_and_dtypes(monkeypatch):
         assert pipelines.resolve_dtype("cpu", "float16") == torch.float32
     with pytest.warns(UserWarning, match="fp16"):
         assert pipelines.load_pipeline("tiny", device="cpu", dtype=torch.float16).unet.dtype == torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_default_model_is_the_sd_folder_where_it_may_run_else_the_testbed(tmp_path, monkeypatch):
+    """MODEL = None: $DGR_SD_MODEL when its weights are there and a GPU (or $DGR_SD_ON_CPU=1) is; else the testbed."""
+    folder = tmp_path / "sd-v1-4"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    monkeypatch.setenv("DGR_SD_MODEL", str(folder))
+    monkeypatch.delenv("DGR_SD_ON_CPU", raising=False)
+    assert pipelines.stable_diffusion_missing_reason() == "needs a CUDA GPU (or DGR_SD_ON_CPU=1 to run on the CPU)"
+    assert pipelines.choose_model(None) == pipelines.TESTBED_MODEL
+    monkeypatch.setenv("DGR_SD_ON_CPU", "1")
+    assert pipelines.stable_diffusion_missing_reason() is None
+    assert pipelines.choose_model(None) == str(folder)
+    assert pipelines.choose_model("tiny") == "tiny"
