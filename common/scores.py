@@ -90,11 +90,13 @@ def score_stem(folder, detector, options: dict | None = None, model: str | None 
 
 
 def _record(detector, options: dict, model: str) -> dict:
-    """What the cache key hashes: the detector, the options that differ from its defaults, the model."""
+    """What the cache key hashes: the detector, the options that differ from its defaults, the model, and the
+    detector's `cache_version` where it has one (a changed default: scores cached under the old one are not reused)."""
     defaults = {k: _option_value(v) for k, v in _defaults(detector).items()}
     options = {k: _option_value(v) for k, v in sorted(options.items())}
-    return {"detector": detector.name, "options": {k: v for k, v in options.items()
-                                                   if k not in defaults or defaults[k] != v}, "model": model}
+    record = {"detector": detector.name, "options": {k: v for k, v in options.items()
+                                                     if k not in defaults or defaults[k] != v}, "model": model}
+    return {**record, "version": detector.cache_version} if getattr(detector, "cache_version", "") else record
 
 
 def read_score_rows(folder, detector, options: dict | None = None, model: str | None = None) -> dict[int, dict]:

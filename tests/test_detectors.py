@@ -204,10 +204,19 @@ def test_nemo_ssim_is_the_max_pairwise_msssim_of_normalised_second_step_noise_di
         diffs.append((d - low) / (high - low))
     diffs = torch.cat(diffs)                                                  # [3, 4, 16, 16]
     kernel, sigma, betas = nemo.ssim_settings(side)
-    expected = max(float(ms_ssim(diffs[i:i + 1], diffs[j:j + 1], kernel_size=kernel, sigma=sigma, betas=betas,
-                                 data_range=1.0)) for i in range(3) for j in range(i + 1, 3))
-    score = detectors.get("nemo-ssim").score(pipe, detectors.Samples(random_images(1), [prompt], [seed]), n_seeds=n_seeds)
-    np.testing.assert_allclose(score, [expected], rtol=1e-4)
+    first, second = [0, 0, 1], [1, 2, 2]                                      # torch.combinations of 3 seeds
+    # the default, their code's: all pairs in one call, no data_range (inferred from the pooled pairs per scale)
+    pooled = float(ms_ssim(diffs[first], diffs[second], reduction="none", kernel_size=kernel, sigma=sigma,
+                           betas=betas).max())
+    # data_range=1.0 (the former default): each pair on its own with a fixed range
+    fixed = max(float(ms_ssim(diffs[i:i + 1], diffs[j:j + 1], kernel_size=kernel, sigma=sigma, betas=betas,
+                              data_range=1.0)) for i in range(3) for j in range(i + 1, 3))
+    samples = detectors.Samples(random_images(1), [prompt], [seed])
+    score = detectors.get("nemo-ssim").score(pipe, samples, n_seeds=n_seeds)
+    np.testing.assert_allclose(score, [pooled], rtol=1e-4)
+    score = detectors.get("nemo-ssim").score(pipe, samples, n_seeds=n_seeds, data_range=1.0)
+    np.testing.assert_allclose(score, [fixed], rtol=1e-4)
+    assert abs(pooled - fixed) > 0.05 * abs(fixed)                           # the option matters
     with pytest.raises(ValueError, match="n_seeds must be an integer >= 2, got 1"):
         detectors.get("nemo-ssim").score(pipe, detectors.Samples(random_images(1), [prompt], [seed]), n_seeds=1)
 

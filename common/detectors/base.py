@@ -57,6 +57,9 @@ class Detector:
     score_fn: Callable[..., np.ndarray]
     options: dict = field(default_factory=dict)
     description: str = ""
+    # Part of the score cache key (scores.py): set (or changed) when a default changes what a score means, so
+    # scores cached under the old default are not reused. Empty: the key is as it always was.
+    cache_version: str = ""
 
     @property
     def prompt_free(self) -> bool:

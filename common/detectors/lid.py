@@ -1,6 +1,6 @@
 """Ross et al. (ICLR 2025): memorized samples sit where the model's local intrinsic dimension (LID) is low.
-LID by FLIPD (Kamkari et al. 2024), as their official `FlipdEstimator` (layer6ai-labs/flipd;
-../shared/docs/table1-notes.md §5).
+LID by FLIPD (Kamkari et al. 2024), as their official `FlipdEstimator` (their official code: layer6ai-labs/flipd,
+`lid/diffusions/fokker_planck.py`, trace in `models/diffusions/sdes/utils.py`, settings in `conf/metric/lid_*.yaml`).
 
 Input: the image's VAE posterior **mean** × scaling factor = x ∈ R^D (SD v1.4: D = 4·64·64 = 16,384). SD's
 discrete schedule is read as a linear VP SDE, β(t) = β_min + (β_max − β_min) t with β_min = 0.85, β_max = 12, at
@@ -9,23 +9,41 @@ t₀ = 0.01:
     B = β_min t₀ + (β_max − β_min) t₀² / 2,   ψ = exp(−B/2) = 0.9955,   σ = sqrt(1 − exp(−B)) = 0.0950
     FLIPD(x) = D − σ · tr(∂ε/∂y) + ‖ε(y)‖²,    y = ψ x,   ε = ε_θ(y, t = 1000 t₀ = 10, c)     (no CFG)
 
-(their f = −ε; the score's divergence term σ²·tr(∇s) with s = −ε/σ). The trace is exact when D ≤ 3,500 (their
-code switches silently; the CPU testbed's D = 256), else Hutchinson with one Gaussian probe v drawn once with
-seed 42 and used for every sample: tr ≈ vᵀ(∂ε/∂y)v. Both are computed by reverse mode here: the exact trace
-runs D copies of each y in one batch and back-propagates the sum of the diagonal outputs (the copies are
-independent, so copy j's gradient is row j of the Jacobian); Hutchinson back-propagates ⟨ε(y), v⟩, giving
-vᵀJ, whose product with v is the same number as their vᵀ(Jv).
+(their score network is σ·s = −ε; the score's divergence term σ²·tr(∇s) with s = −ε/σ). The trace is exact when
+D ≤ 3,500 (their code switches silently; the CPU testbed's D = 256, CIFAR10's 3,072), else Hutchinson with
+`hutchinson_sample_count` = 1 Gaussian probe drawn with seed 42: tr ≈ vᵀ(∂ε/∂y)v. Both are computed by reverse
+mode here: the exact trace runs D copies of each y in one batch and back-propagates the sum of the diagonal
+outputs (the copies are independent, so copy j's gradient is row j of the Jacobian); Hutchinson back-propagates
+⟨ε(y), v⟩, giving vᵀJ, whose product with v is the same number as their vᵀ(Jv) (`torch.func.jvp`).
+
+**Which probe a sample gets** (`probe_scheme`, Hutchinson only):
+
+    "shared"        (default) the S probes are rows 0 … S−1 of randn(S, *shape) from a generator seeded 42; every
+                    sample gets the same probes, so a score does not depend on its batch position or batch size.
+    "per-position"  their code's: inside a forked RNG, manual_seed(42), then randn(B·S, *shape) for a batch of B
+                    samples; sample b's probe s is row s·B + b. A sample's probe then depends on where it sits in
+                    its batch (their memorization runs: batch size 8) and on that batch's size (a last, smaller
+                    batch draws another matrix). Only batch position 0 gets the shared scheme's probe.
+
+Table 1 uses "shared": a detector's score of an image should be a function of the image, not of the order the
+images were scored in or of how a folder was chunked (`scores.py` scores chunks of 16, in batches of 8). Both are
+unbiased one-probe estimates of the same trace. On the CPU testbed (D = 256) and on CIFAR10 (D = 3,072) the exact
+trace is used anyway and the scheme does not enter; on SD v1.4 "per-position" with batch_size=8 reproduces their
+numbers.
 
 Score = −FLIPD (low LID = memorized). Variants: "lid" with the empty prompt — prompt-free, Table 1's column —
 and "lid-cond" with the caption (their default).
 
-On an EDM denoiser D(x; σ) (pixel space, VE; table1-notes §5) the same estimator reads, with the score
-s(x) = (D(x; σ) − x)/σ²:
+On an EDM denoiser D(x; σ) (pixel space, VE) the same estimator reads, with the score s(x) = (D(x; σ) − x)/σ²
+and the residual r(x) = D(x; σ) − x = σ² s(x):
 
-    FLIPD(x) = D + σ² tr(∇s) + σ² ‖s‖² = tr(∂D/∂x) + ‖D(x; σ) − x‖² / σ²,   at the image x itself
+    FLIPD(x) = D + σ² tr(∇s) + σ² ‖s‖² = D + tr(∂r/∂x) + ‖r(x)‖² / σ²,   at the image x itself
 
 at σ₀ = 0.0447: the VP noise level at t₀ = 0.01 of DDPM's pixel-space schedule (β 0.1 … 20), divided by its ψ —
-the t₀ their code uses, on the schedule of a pixel-space model like CIFAR10's. No prompt: only "lid" applies.
+the t₀ their code uses, on the schedule of a pixel-space model like CIFAR10's. Exactly, tr(∂r/∂x) = tr(∂D/∂x) − D,
+so FLIPD = tr(∂D/∂x) + ‖r‖²/σ²; under Hutchinson the probe's estimate of tr(∂r/∂x) is vᵀ(∂D/∂x)v − ‖v‖², so
+FLIPD ≈ D + vᵀ(∂D/∂x)v − ‖v‖² + ‖r‖²/σ² — their estimator fed this denoiser through their VP SDE (their score
+network σ·s_VP(y) = r(y/ψ)/σ₀ at y = ψ x). No prompt: only "lid" applies.
 """
 from __future__ import annotations
 
@@ -44,6 +62,9 @@ BETA_MIN, BETA_MAX = 0.85, 12.0          # SD v1.4 read as a linear VP SDE (thei
 EXACT_TRACE_MAX_DIM = 3500               # their switch from Hutchinson to the exact trace
 PROBE_SEED = 42
 TRACE_MODES = ("auto", "exact", "hutchinson")
+PROBE_SCHEMES = ("shared", "per-position")   # Hutchinson probes: the same for every sample | their code's, by position
+PROBE_SCHEME = "shared"                      # Table 1's (module docstring)
+OFFICIAL_BATCH_SIZE = 8                      # their memorization runs' batch size (what "per-position" depends on)
 
 
 def vp_coefficients(t0: float = T0, beta_min: float = BETA_MIN, beta_max: float = BETA_MAX) -> tuple[float, float]:
@@ -83,33 +104,54 @@ def jacobian(fn: Callable, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     return torch.cat(rows_out)
 
 
-def hutchinson_trace(eps_fn: Callable, y: torch.Tensor, probes: int = 1, seed: int = PROBE_SEED) -> torch.Tensor:
-    """vᵀ(∂ε/∂y)v averaged over `probes` Gaussian probes, the same probes for every sample: [B]."""
+def check_probe_scheme(probe_scheme: str) -> str:
+    if probe_scheme not in PROBE_SCHEMES:
+        raise ValueError(f"probe_scheme must be one of {PROBE_SCHEMES}, got {probe_scheme!r}")
+    return probe_scheme
+
+
+def probe_vectors(shape: tuple[int, ...], batch: int, probes: int = 1, seed: int = PROBE_SEED,
+                  probe_scheme: str = PROBE_SCHEME) -> torch.Tensor:
+    """The Hutchinson probes of a batch of `batch` samples of `shape`: float32 [probes, batch, *shape], probe s of
+    sample b at [s, b]. "shared": randn(probes, *shape) from a generator seeded `seed`, the same for every b;
+    "per-position": their code's randn(batch·probes, *shape) after seeding with `seed`, row s·batch + b."""
     generator = torch.Generator().manual_seed(seed)
-    v = torch.randn((probes, *y.shape[1:]), generator=generator).to(y.device, y.dtype)   # [P, ...]
+    if check_probe_scheme(probe_scheme) == "shared":
+        return torch.randn((probes, *shape), generator=generator)[:, None].expand(probes, batch, *shape)
+    return torch.randn((batch * probes, *shape), generator=generator).reshape(probes, batch, *shape)
+
+
+def hutchinson_trace(eps_fn: Callable, y: torch.Tensor, probes: int = 1, seed: int = PROBE_SEED,
+                     probe_scheme: str = PROBE_SCHEME) -> torch.Tensor:
+    """vᵀ(∂ε/∂y)v averaged over `probes` Gaussian probes (`probe_vectors`: the same for every sample, or their
+    code's by batch position): [B]."""
+    v = probe_vectors(tuple(y.shape[1:]), len(y), probes, seed, probe_scheme).to(y.device, y.dtype)   # [P, B, ...]
     owner = torch.arange(len(y))
     estimates = []
     for p in range(probes):
         rows = y.detach().clone().requires_grad_(True)
         out = eps_fn(rows, owner)                                                      # [B, ...]
-        (grad,) = torch.autograd.grad((out * v[p]).sum(), rows)                        # vᵀJ per sample
+        (grad,) = torch.autograd.grad((out * v[p]).sum(), rows)                        # v_bᵀJ_b per sample b
         estimates.append((grad * v[p]).flatten(1).sum(dim=1).double().cpu())           # [B]
     return torch.stack(estimates).mean(dim=0)
 
 
 def flipd(eps_fn: Callable, x: torch.Tensor, t0: float = T0, beta_min: float = BETA_MIN, beta_max: float = BETA_MAX,
-          trace: str = "auto", probes: int = 1, probe_seed: int = PROBE_SEED, chunk: int = 256) -> np.ndarray:
-    """FLIPD of each x ([B, ...]): D − σ tr(∂ε/∂y) + ‖ε(y)‖² at y = ψ x. float64 [B]."""
+          trace: str = "auto", probes: int = 1, probe_seed: int = PROBE_SEED, chunk: int = 256,
+          probe_scheme: str = PROBE_SCHEME) -> np.ndarray:
+    """FLIPD of each x ([B, ...]): D − σ tr(∂ε/∂y) + ‖ε(y)‖² at y = ψ x. float64 [B]. Hutchinson probes by
+    `probe_scheme` (x is one batch: under "per-position" a sample's probe depends on its place in x)."""
     if trace not in TRACE_MODES:
         raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
     probes = check_positive(probes, "probes")
+    check_probe_scheme(probe_scheme)
     psi, sigma = vp_coefficients(t0, beta_min, beta_max)
     d = x[0].numel()
     y = psi * x
     with torch.no_grad():
         norm2 = eps_fn(y, torch.arange(len(y))).flatten(1).double().pow(2).sum(dim=1).cpu()   # [B] ‖ε(y)‖²
     exact = trace == "exact" or (trace == "auto" and d <= EXACT_TRACE_MAX_DIM)
-    tr = exact_trace(eps_fn, y, chunk) if exact else hutchinson_trace(eps_fn, y, probes, probe_seed)
+    tr = exact_trace(eps_fn, y, chunk) if exact else hutchinson_trace(eps_fn, y, probes, probe_seed, probe_scheme)
     return (d - sigma * tr + norm2).numpy()
 
 
@@ -117,16 +159,23 @@ EDM_SIGMA0 = (lambda psi, sigma: sigma / psi)(*vp_coefficients(T0, 0.1, 20.0))  
 
 
 def flipd_ve(denoise_fn: Callable, x: torch.Tensor, sigma: float = EDM_SIGMA0, trace: str = "auto", probes: int = 1,
-             probe_seed: int = PROBE_SEED, chunk: int = 256) -> np.ndarray:
+             probe_seed: int = PROBE_SEED, chunk: int = 256, probe_scheme: str = PROBE_SCHEME) -> np.ndarray:
     """FLIPD of each x ([B, ...]) for a VE denoiser `denoise_fn(rows, owner)` = D(rows; σ):
-    tr(∂D/∂x) + ‖D(x) − x‖²/σ². float64 [B]."""
+    D + tr(∂r/∂x) + ‖r(x)‖²/σ² with r(x) = D(x) − x. float64 [B]. Exact: tr(∂D/∂x) + ‖r‖²/σ². Hutchinson estimates
+    tr(∂r/∂x) by vᵀ(∂D/∂x)v − ‖v‖² (per probe, averaged), so the result is D + vᵀ(∂D/∂x)v − ‖v‖² + ‖r‖²/σ²."""
     if trace not in TRACE_MODES:
         raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
     probes = check_positive(probes, "probes")
+    check_probe_scheme(probe_scheme)
+    d = x[0].numel()
     with torch.no_grad():
         residual = (denoise_fn(x, torch.arange(len(x))) - x).flatten(1).double().pow(2).sum(dim=1).cpu()   # [B]
-    exact = trace == "exact" or (trace == "auto" and x[0].numel() <= EXACT_TRACE_MAX_DIM)
-    tr = exact_trace(denoise_fn, x, chunk) if exact else hutchinson_trace(denoise_fn, x, probes, probe_seed)
+    exact = trace == "exact" or (trace == "auto" and d <= EXACT_TRACE_MAX_DIM)
+    if exact:
+        tr = exact_trace(denoise_fn, x, chunk)                                      # tr(∂D/∂x) = D + tr(∂r/∂x)
+    else:                                                                            # D + v_bᵀ(∂r/∂x)v_b, r = D(x) − x
+        tr = d + hutchinson_trace(lambda rows, owner: denoise_fn(rows, owner) - rows, x, probes, probe_seed,
+                                  probe_scheme)
     return (tr + residual / sigma**2).numpy()
 
 
@@ -143,10 +192,13 @@ DIT_BETA_MIN, DIT_BETA_MAX = 0.1, 20.0
 
 
 def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0, trace: str = "auto",
-              probes: int = 1, batch_size: int = 8, chunk: int = 256, labels=None) -> np.ndarray:
+              probes: int = 1, batch_size: int = OFFICIAL_BATCH_SIZE, chunk: int = 256, labels=None,
+              probe_scheme: str = PROBE_SCHEME) -> np.ndarray:
     """−FLIPD of each image on the pipeline's UNet, with the empty prompt or (conditional) the caption; on an EDM
     denoiser, the VE form at σ₀ (`flipd_ve`); on a DiT, its VAE latent mean with the null label or (conditional)
-    the class `labels`, on DiT's β."""
+    the class `labels`, on DiT's β. Hutchinson probes by `probe_scheme`; under "per-position" each batch of
+    `batch_size` consecutive samples draws its own (their code's, with their batch size 8 by default)."""
+    check_probe_scheme(probe_scheme)
     if isinstance(pipe, DiTModel):
         if conditional and labels is None:
             raise ValueError("the conditional LID on a DiT needs the class labels of the samples (labels=...)")
@@ -157,7 +209,8 @@ def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0,
             x = pipe.encode(samples.images[part].float())                                        # [B, 4, h, w]
             own = labels[part]
             scores.append(-flipd(lambda rows, owner: pipe.eps(rows, timestep, own[owner.to(own.device)]).float(),
-                                 x, t0, DIT_BETA_MIN, DIT_BETA_MAX, trace, probes, chunk=chunk))
+                                 x, t0, DIT_BETA_MIN, DIT_BETA_MAX, trace, probes, chunk=chunk,
+                                 probe_scheme=probe_scheme))
         return np.concatenate(scores)
     if isinstance(pipe, EDMDenoiser):
         if conditional:
@@ -166,7 +219,7 @@ def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0,
         for part in batches(len(samples), batch_size):
             x = samples.images[part].float().to(pipe.device)                                     # [B, 3, H, W]
             scores.append(-flipd_ve(lambda rows, owner: pipe(rows, EDM_SIGMA0), x, EDM_SIGMA0, trace, probes,
-                                    chunk=chunk))
+                                    chunk=chunk, probe_scheme=probe_scheme))
         return np.concatenate(scores)
     prompts = list(samples.prompts) if conditional else [""] * len(samples)
     timestep = torch.tensor(round(1000 * t0), device=pipe.device)
@@ -179,12 +232,16 @@ def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0,
         def eps_fn(rows, owner):
             return pipe.unet(rows.to(pipe.unet.dtype), timestep, encoder_hidden_states=embedding[owner]).sample.float()
 
-        scores.append(-flipd(eps_fn, x, t0, trace=trace, probes=probes, chunk=chunk))
+        scores.append(-flipd(eps_fn, x, t0, trace=trace, probes=probes, chunk=chunk, probe_scheme=probe_scheme))
     return np.concatenate(scores)
 
 
+_PROBES = (f"Hutchinson above D = {EXACT_TRACE_MAX_DIM:,} with probe_scheme {PROBE_SCHEME!r} (seed {PROBE_SEED}, "
+           "the same probe for every sample), exact trace below")
 LID = Detector("lid", "Ross et al. LID (FLIPD), empty prompt", "lid", needs_prompt=False, score_fn=lid_score,
-               options={"conditional": False}, description="−FLIPD at t₀ = 0.01 of the VAE latent mean, empty prompt")
+               options={"conditional": False, "probe_scheme": PROBE_SCHEME},
+               description=f"−FLIPD at t₀ = 0.01 of the VAE latent mean, empty prompt; {_PROBES}")
 LID_CONDITIONAL = Detector("lid-cond", "Ross et al. LID (FLIPD), caption", "lid", needs_prompt=True,
-                           score_fn=lid_score, options={"conditional": True},
-                           description="−FLIPD at t₀ = 0.01 of the VAE latent mean, conditioned on the caption")
+                           score_fn=lid_score, options={"conditional": True, "probe_scheme": PROBE_SCHEME},
+                           description=f"−FLIPD at t₀ = 0.01 of the VAE latent mean, conditioned on the caption; "
+                                       f"{_PROBES}")

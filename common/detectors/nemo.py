@@ -1,5 +1,6 @@
 """Hintersdorf et al. (NeurIPS 2024), NeMo: two memorization signals of their official code
-(ml-research/localizing_memorization_in_diffusion_models; ../shared/docs/table1-notes.md §4).
+(ml-research/localizing_memorization_in_diffusion_models: `utils/activation_detection.py`,
+`1_compute_activations_statistics.py`, `2_compute_pairwise_ssim.py`, `3_detect_memorized_neurons.py`).
 
 **Activation z-scores** ("nemo", no UNet pass). The value projections `attn2.to_v` of the cross-attention in the
 down path and the middle block (SD v1.4: the first transformer block of `down_blocks[0..2].attentions[0..1]`
@@ -14,12 +15,31 @@ NeMo defines no single detection score. Ours is **max z over all neurons** (cont
 tie); `statistic="count"` gives the number of neurons over θ instead.
 
 **Memorization strength** ("nemo-ssim", `compute_noise_diff` + `calculate_max_pairwise_ssim`). For 10 seeds of
-x_T, one conditional UNet pass (no guidance) at the second timestep of the 50-step DDIM schedule (t = 961);
-noise_diff = ε̂(x_T, c) − x_T, min-max normalised per sample and channel; multi-scale SSIM (torchmetrics, kernel
-11 with σ = 1.5, betas (0.33, 0.33, 0.33)) between every pair of seeds; score = the largest. torchmetrics
-accepts 3 scales at kernel 11 only for latents of ≥ 44 px (side // (scales − 1)² > kernel − 1; SD v1.4: 64). On
-smaller latents (the CPU testbed's 8×8) `ssim_settings` shrinks the Gaussian window to 3 px (σ = 1.5·3/11, the
-same width-to-σ ratio) and keeps as many scales as then fit (8 px: 2, betas (0.5, 0.5)), and says so.
+x_T, one conditional UNet pass (no guidance) at the second timestep of the 50-step DDIM schedule (t = 961; their
+loop runs the first timestep too but never steps the latents, so x_T itself goes in); noise_diff = ε̂(x_T, c) − x_T,
+min-max normalised per sample and channel; multi-scale SSIM (torchmetrics, kernel 11 with σ = 1.5, betas
+(0.33, 0.33, 0.33)) between every pair of seeds (`torch.combinations`, all pairs in one call); score = the largest.
+torchmetrics accepts 3 scales at kernel 11 only for latents of ≥ 44 px (side // (scales − 1)² > kernel − 1; SD
+v1.4: 64). On smaller latents (the CPU testbed's 8×8) `ssim_settings` shrinks the Gaussian window to 3 px
+(σ = 1.5·3/11, the same width-to-σ ratio) and keeps as many scales as then fit (8 px: 2, betas (0.5, 0.5)), and
+says so.
+
+Two choices, both visible in `NEMO_SSIM.options` and `ssim_recipe(...)` (for a results file):
+
+    data_range   None (default, their code's): no data_range is passed to torchmetrics, which then takes
+                 max(range of the first inputs, range of the second) over the whole pooled batch of pairs, at
+                 every scale: 1.0 at full resolution (each map is min-max normalised) and less after each 2×2
+                 average pooling (≈ 0.65 and 0.32–0.35 at the 2nd and 3rd scale on tiny random models), which
+                 lowers the contrast constants and the scores (to ≈ 0.5–0.6 of the data_range=1.0 value there).
+                 A score also depends on the other pairs pooled with it (all pairs of the prompt's seeds, as theirs).
+                 Their threshold 0.428 (mean + 1 std of non-memorized prompts' pairwise SSIM, their README) is on
+                 this scale (though their `2_compute_pairwise_ssim.py` calibrates it with guidance_scale=7, its
+                 two CFG halves swapped — ε_c + 7(ε_u − ε_c) — while their detection runs without guidance).
+                 1.0: a fixed range at every scale (this module's former default; kept as an option).
+    seeds        "per-image" (default): x_T of generation k of a prompt is drawn from its own generator seeded
+                 `generate.repeat_seeds(image seed, 10)[k]`, so k = 0 is the scored image's own x_T and a score
+                 does not depend on the other prompts. "official": their `prepare_diffusion_inputs` —
+                 one randn(10, C, h, w) after seeding with 1, the same 10 x_T for every prompt.
 """
 from __future__ import annotations
 
@@ -43,6 +63,12 @@ STATISTICS_CACHE = REPO_CACHE / "nemo"
 SSIM_SEEDS = 10           # x_T samples per prompt
 SSIM_STEP_INDEX = 1       # their early_stopping = 1: the second DDIM timestep (t = 961 of 50 steps)
 OFFICIAL_SSIM = (11, 1.5, (0.33, 0.33, 0.33))   # Gaussian window size, its σ, betas (one per scale)
+SSIM_DATA_RANGES = (None, 1.0)      # None: inferred by torchmetrics from the pooled pairs at every scale (theirs)
+SSIM_DATA_RANGE = None              # the default: their code's
+SSIM_SEED_SCHEMES = ("per-image", "official")
+SSIM_SEED_SCHEME = "per-image"      # the default: each image's own seed and its repeats
+OFFICIAL_NOISE_SEED = 1             # their `--seed` default: x_T = randn(10, C, h, w) after manual_seed(1)
+THEIR_SSIM_THRESHOLD = 0.428        # their `--pairwise_ssim_threshold`: meaningful with data_range=None only
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -189,21 +215,55 @@ def ssim_settings(side: int) -> tuple[int, float, tuple[float, ...]]:
     return kernel, sigma, tuple([1.0 / scales] * scales)
 
 
+def check_seed_scheme(seeds: str) -> str:
+    if seeds not in SSIM_SEED_SCHEMES:
+        raise ValueError(f"seeds must be one of {SSIM_SEED_SCHEMES}, got {seeds!r}")
+    return seeds
+
+
+def check_data_range(data_range) -> float | None:
+    if data_range is not None and (isinstance(data_range, bool) or not isinstance(data_range, (int, float))
+                                   or not data_range > 0):
+        raise ValueError(f"data_range must be None (inferred per scale, their code's) or a positive number, "
+                         f"got {data_range!r}")
+    return None if data_range is None else float(data_range)
+
+
+def official_initial_noise(n_seeds: int, shape: tuple[int, ...], seed: int = OFFICIAL_NOISE_SEED) -> torch.Tensor:
+    """Their x_T of one prompt: randn(n_seeds, *shape) from a generator seeded `seed` (their
+    `torch.manual_seed(seed)`, here on a private generator): [n_seeds, *shape], the same for every prompt."""
+    return torch.randn((n_seeds, *shape), generator=torch.Generator().manual_seed(int(seed)))
+
+
 @torch.no_grad()
-def noise_differences(pipe, prompts: Sequence[str], seeds: Sequence[Sequence[int]],
+def noise_differences(pipe, prompts: Sequence[str], seeds: Sequence[Sequence[int]] | None = None,
                       num_inference_steps: int = NUM_INFERENCE_STEPS, step_index: int = SSIM_STEP_INDEX,
-                      batch_size: int = 32) -> torch.Tensor:
+                      batch_size: int = 32, initial_noise: torch.Tensor | None = None) -> torch.Tensor:
     """ε̂(x_T, t, c) − x_T, min-max normalised per sample and channel: [N, S, 4, h, w] for S seeds per prompt.
-    t = the `step_index`-th timestep of the DDIM schedule; one conditional UNet pass, no guidance."""
+    t = the `step_index`-th timestep of the DDIM schedule; one conditional UNet pass, no guidance.
+    x_T: from each seed of `seeds` (one row of S seeds per prompt), or `initial_noise` [S, 4, h, w], the same S
+    x_T for every prompt (`official_initial_noise`)."""
+    if (seeds is None) == (initial_noise is None):
+        raise ValueError("noise_differences needs either seeds (one row per prompt) or initial_noise, not both")
     pipe.scheduler.set_timesteps(num_inference_steps)
     t = pipe.scheduler.timesteps[step_index]
     side = pipe.unet.config.sample_size
     shape = (pipe.unet.config.in_channels, side, side)
-    runs = [(p, s) for p, row in zip(prompts, seeds) for s in row]
+    if initial_noise is not None:
+        if tuple(initial_noise.shape[1:]) != shape:
+            raise ValueError(f"initial_noise has shape {tuple(initial_noise.shape)}; the UNet takes [S, *{shape}]")
+        n_seeds = len(initial_noise)
+        runs = [(p, k) for p in prompts for k in range(n_seeds)]
+    else:
+        n_seeds = len(seeds[0])
+        runs = [(p, s) for p, row in zip(prompts, seeds) for s in row]
     out = []
     for part in batches(len(runs), batch_size):
         batch = runs[part]
-        x_T = torch.cat([torch.randn((1, *shape), generator=g) for g in seeded_generators([s for _, s in batch])])
+        if initial_noise is not None:
+            x_T = initial_noise[[k for _, k in batch]].float()
+        else:
+            x_T = torch.cat([torch.randn((1, *shape), generator=g) for g in seeded_generators([s for _, s in batch])])
         x_T = (x_T * pipe.scheduler.init_noise_sigma).to(pipe.device)                          # [B, 4, h, w]
         embedding, _ = pipe.encode_prompt([p for p, _ in batch], pipe.device, 1, False)
         eps = pipe.unet(pipe.scheduler.scale_model_input(x_T, t).to(pipe.unet.dtype), t,
@@ -211,40 +271,82 @@ def noise_differences(pipe, prompts: Sequence[str], seeds: Sequence[Sequence[int
         diff = eps - x_T.float()
         low, high = diff.amin(dim=(2, 3), keepdim=True), diff.amax(dim=(2, 3), keepdim=True)
         out.append(((diff - low) / (high - low)).cpu())
-    return torch.cat(out).reshape(len(prompts), len(seeds[0]), *shape)
+    return torch.cat(out).reshape(len(prompts), n_seeds, *shape)
 
 
-def max_pairwise_ssim(diffs: torch.Tensor, settings: tuple = OFFICIAL_SSIM) -> float:
-    """The largest multi-scale SSIM between two of the S noise differences of one prompt ([S, C, h, w]).
-    settings: (Gaussian window size, σ, betas); torchmetrics sizes the window from σ (int(3.5σ + 0.5)·2 + 1)."""
+def pairwise_ssim(diffs: torch.Tensor, settings: tuple = OFFICIAL_SSIM,
+                  data_range: float | None = SSIM_DATA_RANGE) -> torch.Tensor:
+    """Multi-scale SSIM of every pair (i < j, `torch.combinations` order) of the S noise differences of one prompt
+    ([S, C, h, w]), in one torchmetrics call as their code makes it: [S(S−1)/2]. settings: (Gaussian window size,
+    σ, betas); torchmetrics sizes the window from σ (int(3.5σ + 0.5)·2 + 1). data_range None: torchmetrics infers
+    it from the pooled batch of pairs at every scale (theirs); a number: fixed at every scale."""
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
     kernel, sigma, betas = settings
     pairs = torch.combinations(torch.arange(len(diffs)), r=2)                            # [S(S-1)/2, 2]
-    ssim = multiscale_structural_similarity_index_measure(
+    return multiscale_structural_similarity_index_measure(
         diffs[pairs[:, 0]], diffs[pairs[:, 1]], reduction="none", kernel_size=kernel, sigma=sigma, betas=betas,
-        data_range=1.0)                        # each input min-max normalised to [0, 1], as their inferred range
-    return float(ssim.max())
+        data_range=check_data_range(data_range))
+
+
+def max_pairwise_ssim(diffs: torch.Tensor, settings: tuple = OFFICIAL_SSIM,
+                      data_range: float | None = SSIM_DATA_RANGE) -> float:
+    """The largest multi-scale SSIM between two of the S noise differences of one prompt ([S, C, h, w])."""
+    return float(pairwise_ssim(diffs, settings, data_range).max())
+
+
+def ssim_recipe(seeds: str = SSIM_SEED_SCHEME, data_range: float | None = SSIM_DATA_RANGE, n_seeds: int = SSIM_SEEDS,
+                side: int | None = None, settings: tuple | None = None) -> dict:
+    """What a nemo-ssim score was computed with, in words and numbers (for a results file): the seed scheme,
+    the data range, the number of seeds and, given the latent side, the MS-SSIM window and betas."""
+    recipe = {"seeds": check_seed_scheme(seeds),
+              "x_T": ("each image's seed and its repeats (generate.repeat_seeds), one generator per x_T"
+                      if seeds == "per-image" else
+                      f"their prepare_diffusion_inputs: one randn({n_seeds}, C, h, w) after seeding with "
+                      f"{OFFICIAL_NOISE_SEED}, the same for every prompt"),
+              "n_seeds": int(n_seeds), "data_range": check_data_range(data_range),
+              "data_range_means": ("inferred by torchmetrics from the pooled pairs at every scale (their code's)"
+                                   if data_range is None else f"fixed at {float(data_range)} at every scale")}
+    if settings is None and side is not None:
+        settings = ssim_settings(side)
+    if settings is not None:
+        recipe.update(kernel_size=settings[0], sigma=settings[1], betas=list(settings[2]),
+                      official_window=tuple(settings) == OFFICIAL_SSIM)
+    return recipe
 
 
 def nemo_ssim_score(pipe, samples: Samples, n_seeds: int = SSIM_SEEDS, num_inference_steps: int = NUM_INFERENCE_STEPS,
-                    settings: tuple | None = None, batch_size: int = 32) -> np.ndarray:
+                    settings: tuple | None = None, batch_size: int = 32, data_range: float | None = SSIM_DATA_RANGE,
+                    seeds: str = SSIM_SEED_SCHEME) -> np.ndarray:
     """NeMo's memorization strength of each prompt: max pairwise MS-SSIM over `n_seeds` noise differences.
-    Seeds: the image's generation seed and its repeats (`generate.repeat_seeds`)."""
+    seeds: "per-image" (the image's generation seed and its repeats, `generate.repeat_seeds`) or "official"
+    (their one randn(n_seeds, ...) after seed 1, the same for every prompt; samples.seeds is then not read).
+    data_range: None (inferred per scale, their code's) or a fixed range such as 1.0."""
     n_seeds = check_positive(n_seeds, "n_seeds", minimum=2)
+    check_seed_scheme(seeds)
+    check_data_range(data_range)
     side = pipe.unet.config.sample_size
     if settings is None:
         settings = ssim_settings(side)
         if settings != OFFICIAL_SSIM:
             warnings.warn(f"NeMo SSIM: {side}x{side} latents are too small for their MS-SSIM (window 11, 3 scales); "
                           f"using window {settings[0]}, σ {settings[1]:.2f}, {len(settings[2])} scale(s)")
-    seeds = [repeat_seeds(s, n_seeds) for s in check_seeds(samples, "NeMo's SSIM score")]
-    diffs = noise_differences(pipe, samples.prompts, seeds, num_inference_steps, batch_size=batch_size)
-    return np.array([max_pairwise_ssim(d, settings) for d in diffs])
+    if seeds == "official":
+        noise = official_initial_noise(n_seeds, (pipe.unet.config.in_channels, side, side))
+        diffs = noise_differences(pipe, samples.prompts, None, num_inference_steps, batch_size=batch_size,
+                                  initial_noise=noise)
+    else:
+        rows = [repeat_seeds(s, n_seeds) for s in check_seeds(samples, "NeMo's SSIM score")]
+        diffs = noise_differences(pipe, samples.prompts, rows, num_inference_steps, batch_size=batch_size)
+    return np.array([max_pairwise_ssim(d, settings, data_range) for d in diffs])
 
 
 NEMO = Detector("nemo", "NeMo, max activation z", "nemo", needs_prompt=True, score_fn=nemo_activation_score,
                 description="max over the attn2.to_v neurons of the down and middle blocks of |a − μ| / σ")
 NEMO_SSIM = Detector("nemo-ssim", "NeMo, memorization strength (SSIM)", "nemo", needs_prompt=True,
                      score_fn=nemo_ssim_score,
-                     description="max pairwise MS-SSIM of first-step noise differences over 10 seeds")
+                     options={"seeds": SSIM_SEED_SCHEME, "data_range": SSIM_DATA_RANGE},
+                     description=f"max pairwise MS-SSIM of first-step noise differences over {SSIM_SEEDS} seeds; "
+                                 f"x_T from each image's seed and its repeats (seeds={SSIM_SEED_SCHEME!r}); MS-SSIM "
+                                 "data range inferred per scale as their code (data_range=None)",
+                     cache_version="ssim-data-range-inferred")
