@@ -53,7 +53,7 @@ EXPECTED = {
         "keys": ["model", "data_source", "train_seconds", "n_memorized", "n_generalized", "criterion_false_copy_rate",
                  "dose_response", *[f"cifar10.{method}.{key}" for method in ("std", "lid")
                                     for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "seconds_per_sample",
-                                                "prompt_free")], "sweep", "jacobian.Mem.effective_rank"],
+                                                "prompt_free")], "cifar10.lid.probe_scheme", "sweep", "jacobian.Mem.effective_rank"],
     },
     "DiT_testbed": {
         "figures": ["dit_data", "dit_ground_truth", "dit_reps", "dit_roc", "dit_steering"],
@@ -80,7 +80,8 @@ EXPECTED = {
                                                           "lid-cond", "std")
                    for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_official",
                                "seconds_per_sample", "prompt_free", "auroc_vs_low_dose_titles", "time_ratio_to_std")],
-                 "laion.carlini.verdict_fraction_mem", "laion.std.scores_read_from_cache", "settings.score_cache"],
+                 "laion.carlini.verdict_fraction_mem", "laion.std.scores_read_from_cache", "settings.score_cache",
+                 "settings.lid_probe_scheme", "settings.nemo_ssim.seeds", "settings.nemo_ssim.data_range"],
         "parameters": {"MEM_PROMPTS": SHARED_PROMPTS / "sdv1_500_memorized.jsonl",
                        "VM_TM_LABELS": SHARED_PROMPTS / "memorized_laion_prompts.csv",
                        "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
