@@ -10,12 +10,16 @@ short run (both follow the same random stream, so only float rounding separates 
 the near-zero gradients of dead units), and the projected time of the full paper-spec run with ours.
 `gen-bf16` is the toy diffusion Gen config with the optional bf16 mode (`matmul_dtype=torch.bfloat16`) against the
 same fp32 official cell; its weight difference is bf16 rounding, not a bug. Before the diffusion rows, one line
-times the trainer's main fp32 product with torch's default CPU GEMM (MKL) and with oneDNN, the faster one on
-AVX-512 CPUs (`toy_diffusion.matmul` takes it there). After them, the seed ensemble: the Mem config's `--seeds`
-seeds trained together (`train_diffusion_seeds`) against one seed's run, alternating.
+says which GEMM the toy diffusion trainer uses (`toy_diffusion.GEMM`: "mkl" by default, the official cell's own;
+DGR_TOY_GEMM=onednn or `--gemm onednn` for oneDNN's), and one times the trainer's main fp32 product with MKL's GEMM
+(`torch.mm`, torch's default) and with oneDNN's: which is faster depends on the CPU, not on its instruction set
+(oneDNN measured 2.2x MKL's speed on an AMD AVX-512 CPU, 0.86x on an Intel AVX-512 one, 0.79x on an AVX2 AMD), so
+the default is MKL, the official cell's own. After the rows, the seed ensemble: the Mem config's `--seeds` seeds
+trained together (`train_diffusion_seeds`) against one seed's run, alternating.
 Absolute times drift on shared machines; the ratio is the number to quote.
 
     python benchmarks/train_speed.py [--model dae|diffusion|all] [--steps 1000] [--repeats 3] [--seeds 8]
+                                     [--gemm mkl|onednn]
 """
 from __future__ import annotations
 
@@ -80,19 +84,21 @@ def ensemble_line(x, cfg, seeds: int, repeats: int) -> str:
 
 
 def gemm_line(repeats: int = 200) -> str:
-    """The toy diffusion trainer's main product, [256, 1024] x [1024, 256] in fp32, with torch's default CPU GEMM
-    (`torch.mm`, MKL) and with `toy_diffusion.matmul` (oneDNN), alternating."""
+    """The toy diffusion trainer's main product, [256, 1024] x [1024, 256] in fp32, with MKL's GEMM (`torch.mm`,
+    torch's default) and with oneDNN's (`toy_diffusion.matmul` on "onednn"), alternating."""
+    if not toy_diffusion._ONEDNN_LINEAR:
+        return "fp32 GEMM 256x1024x256: this torch build has no oneDNN linear kernel; MKL only"
     a, b = torch.randn(256, 1024), torch.randn(1024, 256)
-    times = {"mm": [], "matmul": []}
+    times = {"mkl": [], "onednn": []}
     for _ in range(repeats):
-        for name, fn in (("mm", torch.mm), ("matmul", toy_diffusion.matmul)):
-            t0 = time.perf_counter()
-            fn(a, b)
-            times[name].append(time.perf_counter() - t0)
-    mm, ours = statistics.median(times["mm"]), statistics.median(times["matmul"])
-    return (f"fp32 GEMM 256x1024x256: torch.mm {mm * 1e3:.3f} ms, toy_diffusion.matmul (oneDNN: "
-            f"{toy_diffusion._ONEDNN_LINEAR}, CPU {torch.backends.cpu.get_cpu_capability()}) {ours * 1e3:.3f} ms, "
-            f"ratio {mm / ours:.2f}x")
+        for gemm in times:
+            with toy_diffusion.use_gemm(gemm):
+                t0 = time.perf_counter()
+                toy_diffusion.matmul(a, b)
+                times[gemm].append(time.perf_counter() - t0)
+    mkl, onednn = statistics.median(times["mkl"]), statistics.median(times["onednn"])
+    return (f"fp32 GEMM 256x1024x256 (CPU {torch.backends.cpu.get_cpu_capability()}): MKL (torch.mm) "
+            f"{mkl * 1e3:.3f} ms, oneDNN {onednn * 1e3:.3f} ms: oneDNN {mkl / onednn:.2f}x MKL's speed")
 
 
 def main() -> None:
@@ -101,7 +107,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=8, help="seeds of the ensemble line (0: skip it)")
+    parser.add_argument("--gemm", choices=toy_diffusion.GEMMS, default=None,
+                        help="the toy diffusion trainer's GEMM (default: toy_diffusion.GEMM, i.e. DGR_TOY_GEMM or mkl)")
     args = parser.parse_args()
+    if args.gemm:
+        toy_diffusion.set_gemm(args.gemm)
 
     faces = data.load_faces(100_000 if args.model != "dae" else 10_000, source="lfw")
     x_all = torch.from_numpy(faces.train)
@@ -122,6 +132,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {faces.source}, "
           f"{args.steps} steps x {args.repeats} repeats per loop, alternating\n")
     if args.model in ("diffusion", "all"):
+        official_side = "the official cell's own" if toy_diffusion.GEMM == "mkl" else "the official cell stays on MKL"
+        print(f"toy diffusion trainer GEMM: {toy_diffusion.GEMM} ({official_side}; DGR_TOY_GEMM or --gemm sets it)")
         print(gemm_line() + "\n")
     print(f"{'model':<10}{'config':<9}{'official ms/step':>17}{'ours ms/step':>14}{'ratio':>8}{'max |dW|':>10}"
           f"{'full run, ours (s)':>20}")

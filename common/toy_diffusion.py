@@ -11,13 +11,16 @@ zero-initialised (so exp(·) = 1 at the start), and s a learnable scalar skip (i
 `train_diffusion` computes the gradients by hand (no autograd graph) and hands them to the stock torch
 optimizer. It follows the official training cell's random stream: the seed is set once, before the model is
 built (`build_model`), and the batch order, σ and ε are drawn in the official loop's order, so for one seed it is
-the official run up to float rounding (tested against `common.official`, the cell as written).
+the official run up to float rounding (tested against `common.official`, the cell as written, with both on the
+same GEMM: `GEMM`, MKL's by default).
 `train_diffusion_seeds` trains several seeds at once, each on its own stream, as one batched run.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -128,21 +131,62 @@ def _sample_sigma(B: int, cfg: DiffusionTrainConfig, out: torch.Tensor | None = 
     return u.mul_(hi - lo).add_(lo).exp_()
 
 
-# Dense fp32 `torch.mm` on CPU calls MKL's sgemm; oneDNN's kernels (`torch.ops.mkldnn`, the ones torch.compile
-# uses for linear layers) compute the same IEEE fp32 products in another summation order. Which is faster depends
-# on the CPU, measured for the trainer's 256x1024x256 product on 2 threads: on AMD CPUs with AVX-512 oneDNN
-# (0.30 ms vs 0.66 ms), on an AVX2-only AMD CPU MKL (0.86 ms vs 1.09 ms). So oneDNN where torch dispatches its
-# AVX-512 kernels, and for bf16 operands only where oneDNN has bf16 kernels (it refuses them elsewhere).
-_ONEDNN_LINEAR = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-                  and torch.backends.cpu.get_cpu_capability() == "AVX512")
-_ONEDNN_BF16 = _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+# The CPU GEMM behind `matmul`: a module-level switch, "mkl" (the default) or "onednn". Both compute IEEE fp32
+# products, in different summation orders, so the two give runs that differ in the last bits, and the Mem run's
+# RMSprop grows that into visibly different weights (benchmarks/kernel_divergence.py measures how far); so does
+# the same kernel on another CPU. The choice fixes the kernel, not the bits: it makes runs comparable on one machine.
+#   "mkl"     `a @ b`, torch's default CPU GEMM: MKL's sgemm for fp32 in x86 builds. The official cell's
+#             `nn.Linear` runs on it too, so with "mkl" ours and the official cell use the same GEMM library.
+#   "onednn"  oneDNN's GEMM (`torch.ops.mkldnn._linear_pointwise`, the kernel torch.compile uses for linear layers),
+#             for 2-D fp32 products, and for bf16 operands where oneDNN has bf16 kernels (it refuses them elsewhere).
+# Chosen explicitly, never from the CPU: an earlier auto-switch took oneDNN wherever torch dispatched AVX-512 kernels,
+# from one measurement on an AMD AVX-512 CPU (0.30 vs 0.66 ms for the trainer's 256x1024x256 product, 2 threads).
+# On an Intel AVX-512 CPU a user measured the opposite: oneDNN 0.86x torch.mm for that product (0.757 vs 0.651 ms),
+# and the Mem trainer fell to 0.70x the official cell (4.46 vs 3.14 ms/step); on an AVX2-only AMD CPU MKL is faster
+# too (0.86 vs 1.09 ms). Set it with the environment variable DGR_TOY_GEMM=onednn (read at import), `set_gemm`, or
+# `with use_gemm("onednn"): ...`. The stacked seed ensemble's 3-D products always go to `torch.bmm`.
+GEMMS = ("mkl", "onednn")
+DEFAULT_GEMM = "mkl"
+_ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()               # this torch build has oneDNN's linear kernel
+                  and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+_ONEDNN_BF16 = _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()   # ... and bf16 kernels on this CPU
+
+
+def _checked_gemm(name: str, source: str) -> str:
+    if name not in GEMMS:
+        raise ValueError(f"{source}: unknown GEMM {name!r}; choose one of {list(GEMMS)}")
+    if name == "onednn" and not _ONEDNN_LINEAR:
+        raise RuntimeError(f"{source}: GEMM 'onednn' asked for, but this torch build has no oneDNN linear kernel "
+                           "(torch.ops.mkldnn._linear_pointwise)")
+    return name
+
+
+GEMM = _checked_gemm(os.environ.get("DGR_TOY_GEMM") or DEFAULT_GEMM, "DGR_TOY_GEMM")
+
+
+def set_gemm(name: str) -> str:
+    """Make `matmul` (and so the trainer) use GEMM `name` ("mkl" or "onednn") from now on; returns the previous one."""
+    global GEMM
+    previous, GEMM = GEMM, _checked_gemm(name, "set_gemm")
+    return previous
+
+
+@contextmanager
+def use_gemm(name: str):
+    """`with use_gemm("onednn"): ...`: GEMM `name` inside the block, the previous one after it."""
+    previous = set_gemm(name)
+    try:
+        yield name
+    finally:
+        set_gemm(previous)
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b for [m, k] x [k, n] -> [m, n], through oneDNN's GEMM where it is the faster CPU GEMM (above);
-    batched [S, m, k] x [S, k, n] -> [S, m, n] products go to `torch.bmm` (S separate oneDNN products measured
+    """a @ b for [m, k] x [k, n] -> [m, n] on the GEMM chosen by `GEMM` (above): "mkl" is `a @ b`; "onednn" takes
+    oneDNN's GEMM for 2-D CPU products in fp32, and in bf16 where oneDNN has bf16 kernels. Batched
+    [S, m, k] x [S, k, n] -> [S, m, n] products go to `torch.bmm` either way (S separate oneDNN products measured
     slower: the S weight-sized operands no longer stay in cache either way)."""
-    if (_ONEDNN_LINEAR and a.dim() == 2 and a.device.type == "cpu"
+    if (GEMM == "onednn" and a.dim() == 2 and a.device.type == "cpu"
             and (a.dtype == torch.float32 or (a.dtype == torch.bfloat16 and _ONEDNN_BF16))):
         return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")   # a (bᵀ)ᵀ
     return a @ b
@@ -207,8 +251,8 @@ def train_diffusion(model: DAECond, x_train: torch.Tensor, cfg: DiffusionTrainCo
     `build_model(cfg.seed)` followed by this call continues the seed's stream exactly as the official cell does
     (its batch order, σ and ε draws; the same run up to float rounding). Faster than the official loop: batches
     gathered with one `index_select` instead of a DataLoader's per-sample collation, hand gradients instead of an
-    autograd graph, the faster CPU GEMM (`matmul`), preallocated buffers filled in place, and torch's fused
-    Adam kernel.
+    autograd graph, preallocated buffers filled in place, and torch's fused Adam kernel. Its products run on the
+    GEMM `GEMM` selects (`matmul`; by default the official cell's own, MKL's).
     `matmul_dtype=torch.bfloat16`: the optional bf16 mode (see `diffusion_grads`).
     """
     return _train([model], x_train, cfg, [generator], progress, log_every, matmul_dtype)
@@ -379,30 +423,36 @@ def load_model(path, d: int = 1024, hidden: int = 256) -> tuple[DAECond, dict]:
     return model, meta
 
 
-def _cache_key(x_train: torch.Tensor, cfg: DiffusionTrainConfig, hidden: int, matmul_dtype: str | None) -> dict:
-    """Everything that determines a trained model's weights (`checkpoints.train_or_load`)."""
+def _cache_key(x_train: torch.Tensor, cfg: DiffusionTrainConfig, hidden: int, matmul_dtype: str | None,
+               gemm: str = DEFAULT_GEMM) -> dict:
+    """Everything that determines a trained model's weights (`checkpoints.train_or_load`), up to the CPU's own
+    rounding: the GEMM enters the key only when it is not the default, as the dtype only when it is not fp32."""
     key = {"model": {"d": x_train.shape[1], "hidden": hidden}, "train": cfg.to_dict(),
            "data": array_fingerprint(x_train),
            "trainer": "train_diffusion/v3"}        # v3: the official random stream (seed once, official init order)
     if matmul_dtype is not None:                   # the fp32 key has no dtype entry
         key["matmul_dtype"] = matmul_dtype
+    if gemm != DEFAULT_GEMM:                       # the default GEMM's key has no gemm entry
+        key["gemm"] = gemm
     return key
 
 
 def train_or_load(x_train, cfg: DiffusionTrainConfig, hidden: int = 256, name: str = "relu_diffusion",
                   cache_dir=None, progress: bool = True, matmul_dtype: str | None = None) -> tuple[DAECond, dict]:
     """Train a `DAECond` on `x_train`, or load it from the checkpoint cache (`checkpoints.train_or_load`:
-    keyed by the model shape, the config, the training data's bytes and, when not fp32, the matmul dtype)."""
+    keyed by the model shape, the config, the training data's bytes, the matmul dtype when not fp32 and the GEMM
+    (`GEMM`, at the call) when not the default)."""
     x_train = torch.as_tensor(x_train, dtype=torch.float32)
-    d = x_train.shape[1]
+    d, gemm = x_train.shape[1], GEMM
 
     def train():
         model = build_model(cfg.seed, d, hidden)
         dtype = None if matmul_dtype is None else getattr(torch, matmul_dtype)
-        return model, {**train_diffusion(model, x_train, cfg, progress=progress, matmul_dtype=dtype),
-                       "matmul_dtype": matmul_dtype or "float32"}
+        with use_gemm(gemm):
+            log = train_diffusion(model, x_train, cfg, progress=progress, matmul_dtype=dtype)
+        return model, {**log, "matmul_dtype": matmul_dtype or "float32", "gemm": gemm}
 
-    return checkpoints.train_or_load(name, _cache_key(x_train, cfg, hidden, matmul_dtype), train,
+    return checkpoints.train_or_load(name, _cache_key(x_train, cfg, hidden, matmul_dtype, gemm), train,
                                      lambda path: load_model(path, d, hidden), save_model, cache_dir)
 
 
@@ -410,7 +460,8 @@ def train_or_load_seeds(x_train, cfg: DiffusionTrainConfig, seeds, hidden: int =
                         cache_dir=None, progress: bool = True) -> tuple[list[DAECond], list[dict]]:
     """The models of `train_diffusion_seeds` (one per seed, `cfg.seed` ignored), from the checkpoint cache when
     every seed's file is there, else trained together and cached one file per seed. A seed's key is its single
-    run's key plus the seed set it was trained with (the float rounding of a batched run is not a single run's).
+    run's key plus the seed set it was trained with (the float rounding of a batched run is not a single run's);
+    it has no GEMM entry: the stacked products are `torch.bmm` whatever `GEMM` says.
     Returns ([model per seed], [info per seed]); each info's "train_seconds" is the whole joint run's."""
     x_train = torch.as_tensor(x_train, dtype=torch.float32)
     d, seeds = x_train.shape[1], [int(s) for s in seeds]
@@ -433,5 +484,6 @@ def train_or_load_seeds(x_train, cfg: DiffusionTrainConfig, seeds, hidden: int =
 
 
 __all__ = ["DAECond", "build_model", "DiffusionTrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_diffusion",
-           "train_diffusion_seeds", "diffusion_grads", "matmul", "sigma_schedule", "ve_sample", "save_model",
-           "load_model", "train_or_load", "train_or_load_seeds", "mem_run_state", "OPTIMIZERS"]
+           "train_diffusion_seeds", "diffusion_grads", "matmul", "GEMMS", "DEFAULT_GEMM", "set_gemm", "use_gemm",
+           "sigma_schedule", "ve_sample", "save_model", "load_model", "train_or_load", "train_or_load_seeds",
+           "mem_run_state", "OPTIMIZERS"]
