@@ -1,4 +1,4 @@
-"""The detectors' recipes as their official code has them (issue 22, item 4), each written out step by step here
+"""The detectors' recipes as their official code has them, each written out step by step here
 and compared with ours on tiny models:
 
 NeMo      ml-research/localizing_memorization_in_diffusion_models, `utils/activation_detection.py`:
