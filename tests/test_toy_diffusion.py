@@ -298,6 +298,22 @@ def test_fast_trainer_against_the_official_cell_on_the_stand_in(name, cfg, tol, 
     assert _max_weight_difference(ours, _official_run(x, cfg, 256)) <= tol
 
 
+@pytest.mark.slow
+def test_full_mem_run_ends_as_the_official_cells_run(standin_faces):
+    """The whole Mem recipe (100,000 steps, seed 1, the stand-in) through ours and through the official cell: past its
+    bursts the run settles again, so the two must end in the same state — clean, the same units storing the same
+    faces — and their live units must agree to the rounding the bursts leave (MKL vs oneDNN: 1.5e-3 on them)."""
+    x = _stand_in_mem_set(standin_faces)
+    ours = td.build_model(td.MEM_CONFIG.seed)
+    td.train_diffusion(ours, x, td.MEM_CONFIG, progress=False)
+    theirs = _official_run(x, td.MEM_CONFIG, 256)
+    states = [td.mem_run_state(model, x.numpy()) for model in (ours, theirs)]
+    assert states[0] == states[1] and states[0]["state"] == "clean" and states[0]["face_units"] == len(x)
+    live = theirs.encoder.weight.detach().norm(dim=1) > 0.1
+    assert torch.equal(ours.encoder.weight.detach().norm(dim=1) > 0.1, live)
+    assert float((ours.encoder.weight - theirs.encoder.weight).detach()[live].abs().max()) <= 1e-2
+
+
 @_NO_ONEDNN
 def test_mem_run_on_onednn_stays_with_the_mkl_run_on_the_stand_in(standin_faces):
     """Ours on oneDNN against ours on MKL, the Mem run of the check above: the kernels agree as closely as either
