@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, portable_name
 
 NOTEBOOK_DIRS = ("1-Theory", "2-Application")
 
@@ -137,12 +137,18 @@ def run_notebook(path: Path, output: Path | None = None, parameters: dict | None
 
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")    # debugpy's "frozen modules" notice
     path = Path(path).resolve()
+    output = Path(output).resolve() if output else path
     notebook = without_injected_parameters(nbformat.read(path, as_version=4))
-    return pm.execute_notebook(
-        notebook, str(Path(output).resolve() if output else path), parameters=parameters or {},
+    executed = pm.execute_notebook(
+        notebook, str(output), parameters=parameters or {},
         kernel_name="python3", cwd=str(path.parent), progress_bar=progress, request_save_on_cell_execute=False,
         execution_timeout=timeout, kernel_manager_class=ipc_kernel_manager(),
     )
+    # papermill records its input (here the node: the whole earlier notebook) and output paths in the metadata;
+    # the saved notebook names both as `paths.portable_name` does (committed notebooks carry no machine path)
+    executed.metadata.papermill.update(input_path=portable_name(path), output_path=portable_name(output))
+    nbformat.write(executed, output)
+    return executed
 
 
 def main(argv: list[str] | None = None) -> int:
