@@ -43,7 +43,7 @@ def synchronize(pipe) -> None:
 
 @torch.no_grad()
 def official_loop(pipe, images: torch.Tensor) -> np.ndarray:
-    """The official `extract_one`, once per image (paper-notes §4.3): hooks and prompt encoding every call."""
+    """The official `extract_one`, once per image: hooks and prompt encoding every call."""
     scores = []
     for image in images:
         feats = {}

@@ -1,7 +1,7 @@
 """Training speed: this repo's trainers vs the official training cells, side by side in one run.
 
-Models: the ReLU DAE (paper-notes §2.3, `common/dae.py`) and the toy diffusion model (§3.3,
-`common/toy_diffusion.py`), each with its Mem and Gen config. The official side is the official notebooks'
+Models: the ReLU DAE (`common/dae.py`) and the toy diffusion model
+(`common/toy_diffusion.py`), each with its Mem and Gen config. The official side is the official notebooks'
 training cell as written (`common/official.py`: its classes, its single seed before the build, its loaders and
 autograd); ours builds the model with the same seed and trains with the hand-gradient trainer. Both run `--steps`
 steps on the same data; they alternate `--repeats` times (ABAB...) so machine drift hits both. We print the median

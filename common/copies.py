@@ -2,7 +2,7 @@
 
     pearson     the CPU testbed's: Pearson correlation of pixels with the nearest distinct training image ≥ 0.95
                 (its scenes are flat colour fields, where a scale-free measure is the right one)
-    calibrated  Ross et al.'s "calibrated L2" (official `flipd`, `conf/mem_check.yaml`; table1-notes §7):
+    calibrated  Ross et al.'s "calibrated L2" (official `flipd`, `conf/mem_check.yaml`):
                 ‖x − t‖ / ‖t − t'‖ < 0.8, where t is the training image nearest to x and t' the training
                 image nearest to t: how close x is to t, measured in units of how crowded t's neighbourhood is
 

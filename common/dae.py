@@ -80,7 +80,7 @@ def build_dae(seed: int, d: int = 1024, p: int = 100, tie: str = "alias") -> Tie
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DAETrainConfig:
-    """One training run. Defaults are the paper's memorization run (paper-notes §2.3)."""
+    """One training run. Defaults are the paper's memorization run."""
 
     optimizer: str = "rmsprop"       # "rmsprop" | "adam" | "adamw" | "sgd"
     lr: float = 1e-3

@@ -1,6 +1,6 @@
 """Face data for the theory notebooks: CelebA exactly as the paper, or an offline stand-in.
 
-Every source yields the same thing, images as flat vectors in the paper's space (paper-notes §2.1):
+Every source yields the same thing, images as flat vectors in the paper's space:
 
     Resize((32, 32)) -> Grayscale -> [0, 1] -> x*2 - 1 in [-1, 1] -> flatten, d = 1024
 

@@ -21,8 +21,8 @@ else the error names the file and the command that clears it (`faults.py`).
 (passed to the pipeline as a list, one per prompt), so an image depends on its prompt and seed only — not on
 the batch size, its batch neighbours, or the order of resumption; CPU generators make the initial noise
 the same on every device. The official `generate_and_store` instead seeds one generator per set and
-consumes it sequentially at batch size 1 (paper-notes §4.2, §9.8), so our images differ from the official
-ones, but not in distribution. Settings (paper-notes §4.2): DDIM, 50 steps, CFG 7.5, one image per prompt;
+consumes it sequentially at batch size 1, so our images differ from the official
+ones, but not in distribution. Settings (the official notebook's): DDIM, 50 steps, CFG 7.5, one image per prompt;
 the official seeds are 0 for the memorized set and 10 for the generalized set.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@
 behaviour: its hook overwrites a dict entry). This matters for the paper's layer: diffusers'
 `ResnetBlock2D` owns one SiLU module, `nonlinearity`, and calls it three times per forward — after
 `norm1`, on the time embedding, and after `norm2` (`diffusers/models/resnet.py`). The representation of
-the paper is the last call, SiLU(GroupNorm₂(conv₁(·) + temb)), [B, C, H, W] (paper-notes §4.3, §9.6).
+the paper is the last call, SiLU(GroupNorm₂(conv₁(·) + temb)), [B, C, H, W].
 `calls[name]` counts the calls, so a caller can check it. `keep="all"` keeps every call in order instead
 (e.g. the UNet's output at every sampling step, for the Wen et al. baseline).
 

@@ -1,6 +1,6 @@
 """Stable Diffusion pipelines: the real one (hub id or local folder) and random-weight ones built offline.
 
-`load_pipeline` follows the official `load_sd_pipe` (paper-notes §4.1): `StableDiffusionPipeline`, the
+`load_pipeline` follows the official `load_sd_pipe`: `StableDiffusionPipeline`, the
 scheduler replaced by `DDIMScheduler.from_config`, safety checker off, fp16 on CUDA and fp32 on CPU. The
 model is, in this order of precedence, the `model` argument, the environment variable `DGR_SD_MODEL`, or
 `CompVis/stable-diffusion-v1-4` from the Hugging Face hub (downloaded once into the HF cache). When the

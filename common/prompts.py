@@ -1,4 +1,4 @@
-"""Prompt sets of the detection experiment (paper-notes §4.1): memorized LAION captions and generalized prompts.
+"""Prompt sets of the detection experiment: memorized LAION captions and generalized prompts.
 
     memorized    Wen et al. (ICLR 2024), `examples/sdv1_500_memorized.jsonl`: 500 LAION captions that SD v1.4
                  reproduces (fields caption, index = LAION index, url). The official notebook's list.

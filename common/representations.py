@@ -1,6 +1,6 @@
 """UNet representations of images, and the paper's prompt-free memorization score.
 
-The detector of paper §4.1 / official `extract_one` (paper-notes §4.3), batched:
+The detector of paper §4.1 / official `extract_one`, batched:
 
     image [-1, 1] --VAE encode--> latent_dist.sample() x scaling_factor           [B, 4, h, w]
              --scheduler.add_noise at t = 10 (fresh Gaussian noise)-->  x_t        [B, 4, h, w]
@@ -34,7 +34,7 @@ HOOKED_LAYERS = (
     "up_blocks.0.resnets.2.nonlinearity",
     "up_blocks.1.resnets.0.nonlinearity",
 )
-DETECTION_TIMESTEP = 10          # paper-notes §9.3: the SD code uses t = 10 (the paper's figure: t = 50)
+DETECTION_TIMESTEP = 10          # the official SD code uses t = 10 (the paper's figure: t = 50)
 SWEEP_TIMESTEPS = (10, 50, 100)
 DETECTION_POOLING = "spatial_max"
 POOLINGS = ("spatial_max", "spatial_mean")

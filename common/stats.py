@@ -75,8 +75,7 @@ def max_cosine(a: ArrayLike, b: ArrayLike, chunk: int = 4096) -> np.ndarray:
 
 
 def psnr(x: ArrayLike, reference: ArrayLike, peak: float = 1.0) -> float:
-    """10 log10(peak² / MSE). The official denoising figure uses peak = 1 on [-1, 1] data (paper-notes
-    §2.7), which is 20 log10(2) ≈ 6.02 dB below the standard PSNR with peak = the range 2."""
+    """10 log10(peak² / MSE). The official denoising figure uses peak = 1 on [-1, 1] data, which is 20 log10(2) ≈ 6.02 dB below the standard PSNR with peak = the range 2."""
     mse = float(np.mean((_np(x).astype(np.float64) - _np(reference).astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
 

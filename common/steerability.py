@@ -1,7 +1,7 @@
 """How far representation steering moves a generation: the α sweeps of Fig 8 [ICLR Fig 7], measured.
 
 The paper shows that steering ages a generalized portrait smoothly with α while a memorized image does not
-move, with 2 x 5 pictures and no number (paper-notes §5.2, §10). Here each prompt of a group (generalized or
+move, with 2 x 5 pictures and no number. Here each prompt of a group (generalized or
 memorized), with several seeds, is generated at every α of the grid with `steering.RepresentationSteerer`,
 and each output x_α is compared with the unsteered x_0 of the same prompt and seed:
 
@@ -9,7 +9,7 @@ and each output x_α is compared with the unsteered x_0 of the same prompt and s
 - **latent change**: root-mean-square distance of the VAE latents (posterior mean x scaling factor) of the
   two images, per latent entry;
 - **movement along the concept axis**: the images' representations r at `TRAJECTORY_LAYER` (the trajectory
-  figure's: `up_blocks.0.resnets.1.norm1`, spatial mean, empty prompt, t = 10, paper-notes §6), projected
+  figure's: `up_blocks.0.resnets.1.norm1`, spatial mean, empty prompt, t = 10, as the official figure), projected
   on the axis d = mean r(POS references) - mean r(NEG references):  <r(x_α) - r(x_0), d> / ‖d‖².
   0 = no movement, 1 = moved by the whole NEG-to-POS distance. This is the direction PC1 of the trajectory
   figure approximates, fixed by the two centroids so its sign and scale do not depend on the points plotted.

@@ -5,7 +5,7 @@
 h is the output of a few UNet blocks, g the rest of the network, S a set of reference images showing the
 target concept, c̄ the concept prompt. v is the **mean representation of the concept**, not a difference
 (paper §4.2; the official notebook computes the NEG mean and leaves it unused). Settings of the official
-`SD_steering.ipynb` (paper-notes §5.2, §9.4-9.5), the defaults here:
+`SD_steering.ipynb`, the defaults here:
 
 - layers `STEERING_LAYERS`: the outputs of whole ResnetBlock2D modules, `up_blocks.0.resnets.0/1/2` and
   `up_blocks.1.resnets.0/1` (1280 channels in SD v1.4, 8x8 and 16x16), weight 1 each;

@@ -6,7 +6,7 @@ trained as a variance-exploding (VE) x0-predictor over all noise levels, and its
 
 with W = `encoder.weight` ∈ R^{p×d} (p = 256 hidden units), MLP: 1 → p → p with its last layer
 zero-initialised (so exp(·) = 1 at the start), and s a learnable scalar skip (init 0). Training draws
-σ log-uniformly on [0.02, 2], x_t = x0 + σε, and minimises MSE(x̂0, x0) (paper-notes §3).
+σ log-uniformly on [0.02, 2], x_t = x0 + σε, and minimises MSE(x̂0, x0).
 
 `train_diffusion` computes the gradients by hand (no autograd graph) and hands them to the stock torch
 optimizer. It follows the official training cell's random stream: the seed is set once, before the model is
@@ -78,7 +78,7 @@ def build_model(seed: int, d: int = 1024, hidden: int = 256) -> DAECond:
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DiffusionTrainConfig:
-    """One training run. Defaults are the official memorization run (paper-notes §3.3)."""
+    """One training run. Defaults are the official memorization run."""
 
     optimizer: str = "rmsprop"
     lr: float = 1e-3
@@ -330,7 +330,7 @@ def _train(models: list[DAECond], x_train, cfg: DiffusionTrainConfig, generators
 # Sampling
 # ----------------------------------------------------------------------------------------------------
 def sigma_schedule(sigma_max: float = 2.0, sigma_min: float = 0.02, steps: int = 60) -> np.ndarray:
-    """`geomspace(σ_max, σ_min, steps)` followed by σ = 0: `steps` reverse steps (paper-notes §3.4)."""
+    """`geomspace(σ_max, σ_min, steps)` followed by σ = 0: `steps` reverse steps (the official sampler's)."""
     if steps < 1:
         raise ValueError(f"the sampler needs at least one step, got steps={steps}")
     if not 0 < sigma_min < sigma_max:

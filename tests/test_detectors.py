@@ -242,7 +242,7 @@ def test_flipd_of_a_linear_network_is_exact():
     A = torch.randn(D, D, generator=g, dtype=torch.float64)
     x = torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64)
     psi, sigma = lid.vp_coefficients()
-    assert (round(psi, 4), round(sigma, 4)) == (0.9955, 0.0950)           # table1-notes §5
+    assert (round(psi, 4), round(sigma, 4)) == (0.9955, 0.0950)           # their lid_*.yaml's ψ and σ at t0
     expected = D - sigma * torch.trace(A) + psi**2 * ((x.flatten(1) @ A.T) ** 2).sum(1)
     for mode in ("exact", "auto"):                                          # D <= 3,500: auto is exact
         np.testing.assert_allclose(lid.flipd(linear_eps(A), x, trace=mode, chunk=5), expected.numpy(), rtol=1e-10)

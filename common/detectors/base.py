@@ -97,7 +97,7 @@ def batches(n: int, size: int) -> Sequence[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-# The paper's Table 1 (camera-ready, as transcribed in ../shared/docs/table1-notes.md §1):
+# The paper's Table 1 (ICLR camera-ready):
 # AUROC, TPR@1%FPR, seconds per sample; None where not applicable or not published.
 PAPER_TABLE1 = {
     "carlini": {"laion": (0.498, 0.020, 3.724)},

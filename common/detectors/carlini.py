@@ -1,6 +1,6 @@
 """Carlini et al. (USENIX Security 2023), "Extracting training data from diffusion models": a prompt whose
 generations collapse onto one image is memorized. No official code is public; the recipe is their paper's, as
-reimplemented (e.g. LeakPro; ../shared/docs/table1-notes.md §6):
+reimplemented (e.g. LeakPro):
 
     N generations of the prompt (the generation settings of the other methods: DDIM 50, CFG 7.5)
     tiled L2 between two images in [0, 1]: cut each into a 4 x 4 grid of tiles; per tile the root of the mean

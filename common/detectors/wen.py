@@ -4,7 +4,7 @@
     score = mean of d_k over the first `num_steps` DDIM steps and over `generations` samplings of the prompt
 
 as `track_noise_norm` in their `local_sd_pipeline.py` (`noise_pred_text - noise_pred_uncond`, then `.norm(p=2)`
-per image). Two settings are rows of the table (../shared/docs/table1-notes.md §3):
+per image). Two settings are rows of the table:
     "wen"       first step, one generation: the paper's timing (0.134 s ≈ two UNet passes) points to it
     "wen-4x50"  their `detect_mem` notebook: 4 generations per prompt, all 50 steps
 It runs through the **stock** `StableDiffusionPipeline`: a recorder on the UNet keeps its output at every step
