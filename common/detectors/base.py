@@ -93,6 +93,13 @@ def check_positive(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_choice(value, choices, name: str):
+    """`value` if it is one of `choices`, else a ValueError naming the option and its choices."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 def batches(n: int, size: int) -> Sequence[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 

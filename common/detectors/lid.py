@@ -55,7 +55,7 @@ import torch
 
 from ..dit import DiTModel
 from ..edm import EDMDenoiser
-from .base import Detector, Samples, batches, check_positive
+from .base import Detector, Samples, batches, check_choice, check_positive
 
 T0 = 0.01
 BETA_MIN, BETA_MAX = 0.85, 12.0          # SD v1.4 read as a linear VP SDE (their `lid_*.yaml`)
@@ -104,19 +104,13 @@ def jacobian(fn: Callable, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     return torch.cat(rows_out)
 
 
-def check_probe_scheme(probe_scheme: str) -> str:
-    if probe_scheme not in PROBE_SCHEMES:
-        raise ValueError(f"probe_scheme must be one of {PROBE_SCHEMES}, got {probe_scheme!r}")
-    return probe_scheme
-
-
 def probe_vectors(shape: tuple[int, ...], batch: int, probes: int = 1, seed: int = PROBE_SEED,
                   probe_scheme: str = PROBE_SCHEME) -> torch.Tensor:
     """The Hutchinson probes of a batch of `batch` samples of `shape`: float32 [probes, batch, *shape], probe s of
     sample b at [s, b]. "shared": randn(probes, *shape) from a generator seeded `seed`, the same for every b;
     "per-position": their code's randn(batch·probes, *shape) after seeding with `seed`, row s·batch + b."""
     generator = torch.Generator().manual_seed(seed)
-    if check_probe_scheme(probe_scheme) == "shared":
+    if check_choice(probe_scheme, PROBE_SCHEMES, "probe_scheme") == "shared":
         return torch.randn((probes, *shape), generator=generator)[:, None].expand(probes, batch, *shape)
     return torch.randn((batch * probes, *shape), generator=generator).reshape(probes, batch, *shape)
 
@@ -141,10 +135,9 @@ def flipd(eps_fn: Callable, x: torch.Tensor, t0: float = T0, beta_min: float = B
           probe_scheme: str = PROBE_SCHEME) -> np.ndarray:
     """FLIPD of each x ([B, ...]): D − σ tr(∂ε/∂y) + ‖ε(y)‖² at y = ψ x. float64 [B]. Hutchinson probes by
     `probe_scheme` (x is one batch: under "per-position" a sample's probe depends on its place in x)."""
-    if trace not in TRACE_MODES:
-        raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
+    check_choice(trace, TRACE_MODES, "trace")
     probes = check_positive(probes, "probes")
-    check_probe_scheme(probe_scheme)
+    check_choice(probe_scheme, PROBE_SCHEMES, "probe_scheme")
     psi, sigma = vp_coefficients(t0, beta_min, beta_max)
     d = x[0].numel()
     y = psi * x
@@ -163,10 +156,9 @@ def flipd_ve(denoise_fn: Callable, x: torch.Tensor, sigma: float = EDM_SIGMA0, t
     """FLIPD of each x ([B, ...]) for a VE denoiser `denoise_fn(rows, owner)` = D(rows; σ):
     D + tr(∂r/∂x) + ‖r(x)‖²/σ² with r(x) = D(x) − x. float64 [B]. Exact: tr(∂D/∂x) + ‖r‖²/σ². Hutchinson estimates
     tr(∂r/∂x) by vᵀ(∂D/∂x)v − ‖v‖² (per probe, averaged), so the result is D + vᵀ(∂D/∂x)v − ‖v‖² + ‖r‖²/σ²."""
-    if trace not in TRACE_MODES:
-        raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
+    check_choice(trace, TRACE_MODES, "trace")
     probes = check_positive(probes, "probes")
-    check_probe_scheme(probe_scheme)
+    check_choice(probe_scheme, PROBE_SCHEMES, "probe_scheme")
     d = x[0].numel()
     with torch.no_grad():
         residual = (denoise_fn(x, torch.arange(len(x))) - x).flatten(1).double().pow(2).sum(dim=1).cpu()   # [B]
@@ -198,7 +190,7 @@ def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0,
     denoiser, the VE form at σ₀ (`flipd_ve`); on a DiT, its VAE latent mean with the null label or (conditional)
     the class `labels`, on DiT's β. Hutchinson probes by `probe_scheme`; under "per-position" each batch of
     `batch_size` consecutive samples draws its own (their code's, with their batch size 8 by default)."""
-    check_probe_scheme(probe_scheme)
+    check_choice(probe_scheme, PROBE_SCHEMES, "probe_scheme")
     if isinstance(pipe, DiTModel):
         if conditional and labels is None:
             raise ValueError("the conditional LID on a DiT needs the class labels of the samples (labels=...)")

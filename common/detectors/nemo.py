@@ -54,7 +54,7 @@ import torch
 
 from ..generate import NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
 from ..paths import REPO_CACHE
-from .base import Detector, Samples, batches, check_positive, check_seeds
+from .base import Detector, Samples, batches, check_choice, check_positive, check_seeds
 
 THETA = 5.0
 STATISTICS_URL = ("https://raw.githubusercontent.com/ml-research/localizing_memorization_in_diffusion_models/"
@@ -215,12 +215,6 @@ def ssim_settings(side: int) -> tuple[int, float, tuple[float, ...]]:
     return kernel, sigma, tuple([1.0 / scales] * scales)
 
 
-def check_seed_scheme(seeds: str) -> str:
-    if seeds not in SSIM_SEED_SCHEMES:
-        raise ValueError(f"seeds must be one of {SSIM_SEED_SCHEMES}, got {seeds!r}")
-    return seeds
-
-
 def check_data_range(data_range) -> float | None:
     if data_range is not None and (isinstance(data_range, bool) or not isinstance(data_range, (int, float))
                                    or not data_range > 0):
@@ -299,7 +293,7 @@ def ssim_recipe(seeds: str = SSIM_SEED_SCHEME, data_range: float | None = SSIM_D
                 side: int | None = None, settings: tuple | None = None) -> dict:
     """What a nemo-ssim score was computed with, in words and numbers (for a results file): the seed scheme,
     the data range, the number of seeds and, given the latent side, the MS-SSIM window and betas."""
-    recipe = {"seeds": check_seed_scheme(seeds),
+    recipe = {"seeds": check_choice(seeds, SSIM_SEED_SCHEMES, "seeds"),
               "x_T": ("each image's seed and its repeats (generate.repeat_seeds), one generator per x_T"
                       if seeds == "per-image" else
                       f"their prepare_diffusion_inputs: one randn({n_seeds}, C, h, w) after seeding with "
@@ -323,7 +317,7 @@ def nemo_ssim_score(pipe, samples: Samples, n_seeds: int = SSIM_SEEDS, num_infer
     (their one randn(n_seeds, ...) after seed 1, the same for every prompt; samples.seeds is then not read).
     data_range: None (inferred per scale, their code's) or a fixed range such as 1.0."""
     n_seeds = check_positive(n_seeds, "n_seeds", minimum=2)
-    check_seed_scheme(seeds)
+    check_choice(seeds, SSIM_SEED_SCHEMES, "seeds")
     check_data_range(data_range)
     side = pipe.unet.config.sample_size
     if settings is None:
