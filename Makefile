@@ -9,15 +9,17 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+# The pinned requirements, then `common` itself, editable (pyproject.toml): every script imports it as a package.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -qq --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Execute every notebook top to bottom with its default parameters: writes Figs/*.png and results/*.json.
 # Online, the theory notebooks use CelebA as the paper; offline, the LFW stand-in (each says which).
 figures: $(STAMP)
-	$(PY) -m common.notebooks
+	$(PY) -m common.cli.notebooks
 
 # Fast tier (default): unit tests and every notebook in SMOKE mode, offline.
 test: $(STAMP)
@@ -37,7 +39,7 @@ bench: $(STAMP)
 
 # Every notebook in SMOKE mode, outputs in smoke-out/ (a quick look without touching Figs/ or results/).
 smoke: $(STAMP)
-	$(OFFLINE) DGR_CACHE=smoke-out/cache DGR_FIG_DPI=100 $(PY) -m common.notebooks --smoke --out smoke-out
+	$(OFFLINE) DGR_CACHE=smoke-out/cache DGR_FIG_DPI=100 $(PY) -m common.cli.notebooks --smoke --out smoke-out
 
 clean-cache:
 	rm -rf .cache smoke-out

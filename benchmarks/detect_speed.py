@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import pipelines, representations, stats  # noqa: E402
+from common.models import pipelines, representations
+from common.theory import stats
 
 PAPER_SECONDS_PER_IMAGE = 0.067
 LAYER = representations.DETECTION_LAYER

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import data, toy_diffusion  # noqa: E402
+from common.theory import data
+from common.theory import toy_diffusion
 
 
 def cpu_name() -> str:

@@ -20,14 +20,14 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import detectors, pipelines, representations, testbed  # noqa: E402
-from common.detectors import nemo  # noqa: E402
+from common import detectors
+from common.testbeds import cpu_testbed as testbed
+from common.models import pipelines, representations
+from common.detectors import nemo
 
 CPU_SD14_METHODS = ("std", "wen", "nemo", "nemo-ssim", "lid")
 

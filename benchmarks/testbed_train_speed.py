@@ -1,8 +1,8 @@
 """Training speed of the testbeds' models: the stock loop against every CPU speed-up we tried, side by side.
 
 Models (each at its default size, the batch its testbed trains with):
-    edm      the EDM testbed's denoiser (`edm_testbed.py`: UNet2DModel 16/32/64, 32x32 RGB, batch 32), EDM loss
-    testbed  the CPU testbed's UNet + text encoder (`testbed.py`: UNet2DConditionModel 64/128 on 8x8x4 latents,
+    edm      the EDM testbed's denoiser (`testbeds/edm_testbed.py`: UNet2DModel 16/32/64, 32x32 RGB, batch 32), EDM loss
+    testbed  the CPU testbed's UNet + text encoder (`testbeds/cpu_testbed.py`: UNet2DConditionModel 64/128 on 8x8x4 latents,
              batch 64), ε-prediction MSE, grad clipping
     testbed32  the same at 32x32 images (16x16 latents, `up_blocks.0` at 8x8 as in SD v1.4): its step time
              projects the 32x32 testbed's training time (not a variant of the loop)
@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import edm, edm_testbed, testbed  # noqa: E402
+from common.models import edm
+from common.testbeds import edm_testbed
+from common.testbeds import cpu_testbed as testbed
 
 LOOPS = ("stock", "fused-adamw", "channels-last", "compile", "bf16-autocast")
 
@@ -53,7 +52,7 @@ def testbed_parts(sample_size: int = 8):
     """The CPU testbed's UNet + text encoder step; `sample_size` is the latent side (8: 16x16 images)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    from common.pipelines import SD_SCHEDULER_CONFIG
+    from common.models.pipelines import SD_SCHEDULER_CONFIG
 
     config = testbed.TestbedConfig()
     tokenizer = testbed.build_word_tokenizer()

@@ -1,8 +1,8 @@
 """Training speed: this repo's trainers vs the official training cells, side by side in one run.
 
-Models: the ReLU DAE (`common/dae.py`) and the toy diffusion model
-(`common/toy_diffusion.py`), each with its Mem and Gen config. The official side is the official notebooks'
-training cell as written (`common/official.py`: its classes, its single seed before the build, its loaders and
+Models: the ReLU DAE (`common/theory/dae.py`) and the toy diffusion model
+(`common/theory/toy_diffusion.py`), each with its Mem and Gen config. The official side is the official notebooks'
+training cell as written (`common/theory/official.py`: its classes, its single seed before the build, its loaders and
 autograd); ours builds the model with the same seed and trains with the hand-gradient trainer. Both run `--steps`
 steps on the same data; they alternate `--repeats` times (ABAB...) so machine drift hits both. We print the median
 time per step of each, the ratio official / ours (> 1: ours is faster), the largest weight difference after the
@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import dae, data, official, toy_diffusion  # noqa: E402
+from common.theory import dae, data, official
+from common.theory import toy_diffusion
 
 
 def run(train, x, cfg) -> tuple[float, torch.Tensor]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .data import to_image
-from .paths import FIGS_DIR
-from .results import atomic_path
-from .stats import rep_std
+from .plumbing.paths import FIGS_DIR
+from .plumbing.results import atomic_path
+from .theory.data import to_image
+from .theory.stats import rep_std
 
 MEM_COLOR = "royalblue"
 GEN_COLOR = "crimson"

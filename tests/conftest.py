@@ -1,21 +1,19 @@
-"""Test setup: offline hub flags, the repo root on sys.path, and small shared fixtures."""
+"""Test setup: offline hub flags and small shared fixtures (`common` is installed: `make venv`)."""
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import pytest
 
-import pytest  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def lfw_small():
     """The LFW stand-in with a few augmented samples (n = 200), shared across tests."""
-    from common.data import load_faces
+    from common.theory.data import load_faces
 
     return load_faces(200, 20, source="lfw")
 
@@ -23,7 +21,7 @@ def lfw_small():
 @pytest.fixture(scope="session")
 def standin_faces():
     """The LFW stand-in at n = 2,000: enough rows for the official Gen loaders' batches of 256."""
-    from common.data import load_faces
+    from common.theory.data import load_faces
 
     return load_faces(2000, 20, source="lfw")
 
@@ -31,7 +29,7 @@ def standin_faces():
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """The random-weight tiny Stable Diffusion pipeline (CPU, fp32), shared across tests; tests must not modify it."""
-    from common.pipelines import load_pipeline
+    from common.models.pipelines import load_pipeline
 
     return load_pipeline("tiny", device="cpu")
 

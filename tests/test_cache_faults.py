@@ -10,13 +10,15 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from common import generate, prompts, scores, testbed
-from common.checkpoints import cache_path, load_safetensors, save_safetensors, train_or_load
+from common.models import generate, prompts
+from common.detectors import scores
+from common.testbeds import cpu_testbed as testbed
+from common.plumbing.checkpoints import cache_path, load_safetensors, save_safetensors, train_or_load
 from common.detectors import Detector
-from common.faults import CorruptCacheError, read_jsonl
-from common.generate import GenerationConfig, ManifestError
-from common.network import DownloadUnavailableError
-from common.training import read_info, write_folder_atomically
+from common.plumbing.faults import CorruptCacheError, read_jsonl
+from common.models.generate import GenerationConfig, ManifestError
+from common.plumbing.network import DownloadUnavailableError
+from common.testbeds.training import read_info, write_folder_atomically
 from conftest import CountingPipe
 
 P3 = ["a red square", "a blue circle", "a green tree"]
@@ -226,7 +228,7 @@ def test_a_damaged_generalized_prompt_cache_is_fetched_again_or_named(tmp_path, 
 
 def test_damaged_nemo_statistics_are_downloaded_again_or_named(tmp_path, monkeypatch):
     """NeMo's file as their `1_compute_activations_statistics.py` saves it: `(mean_list, std_list)` of 7 tensors."""
-    from common import network
+    from common.plumbing import network
     from common.detectors import nemo
 
     widths = [320, 320, 640, 640, 1280, 1280, 1280]
@@ -274,7 +276,7 @@ def test_read_jsonl_keeps_the_good_rows_and_the_file_always_exists(tmp_path):
 def test_a_damaged_npz_cache_is_moved_aside_and_built_again(tmp_path):
     """The array caches (an image folder's pixels here; the EDM and DiT samples use the same reader): a truncated
     .npz is moved aside and rebuilt with the same content."""
-    from common.data import load_image_folder
+    from common.theory.data import load_image_folder
 
     (tmp_path / "faces").mkdir()
     rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
 """The tied ReLU DAE: the official alias tie, hand gradients, the fast trainer against the official training
-cells (`common.official`, as written), the Cor 3.2 formulas, checkpoints in our format and the official one, and
+cells (`common.theory.official`, as written), the Cor 3.2 formulas, checkpoints in our format and the official one, and
 the cache."""
 from dataclasses import replace
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from common import dae, official
+from common.theory import dae, official
 
 
 def _data(n=32, d=64, seed=0):
@@ -87,7 +87,7 @@ def test_fast_trainer_follows_the_official_cell(cfg):
 def test_fast_trainer_against_the_official_cell_on_the_stand_in(name, cfg, tol, standin_faces):
     """The issue's check: seed 1, 3,000 steps, p = 100 on the face stand-in (RMSprop amplifies the rounding of
     near-zero gradients to ~4e-3; Adam stays ~2e-4)."""
-    from common.data import memorization_set
+    from common.theory.data import memorization_set
 
     x = torch.from_numpy(standin_faces.train)
     x = x[memorization_set(standin_faces)] if name == "mem" else x

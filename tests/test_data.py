@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import data
-from common.data import DataUnavailableError, load_faces, to_model_space
+from common.theory import data
+from common.theory.data import DataUnavailableError, load_faces, to_model_space
 
 
 def test_transform_matches_pil_grayscale_and_paper_range():
@@ -34,7 +34,7 @@ def test_held_out_faces_never_in_training(lfw_small):
     assert set(big.test_origin) == set(range(80, 100))
     assert not set(big.train_origin) & set(big.test_origin)
     # no training row is (a near copy of) a held-out face
-    from common.stats import max_cosine
+    from common.theory.stats import max_cosine
 
     assert max_cosine(big.test, big.train).max() < 0.95
     faces = data.lfw_faces() * 2 - 1
@@ -140,7 +140,7 @@ def test_celeba_unreachable_endpoint_fails_fast_without_offline_flags(tmp_path, 
 
 def test_celeba_cache_serves_offline_and_auto_prefers_it(tmp_path):
     images = np.random.default_rng(0).uniform(-1, 1, (50, 1024)).astype(np.float32)
-    from common.results import save_npz_atomic
+    from common.plumbing.results import save_npz_atomic
 
     save_npz_atomic(tmp_path / "celeba-hf_first50.npz", images=images)
     f = load_faces(30, 10, source="celeba", cache_dir=tmp_path)

@@ -7,7 +7,9 @@ import pytest
 import torch
 from test_representations import empty_prompt_embedding, random_images
 
-from common import detectors, generate, representations as reps, stats
+from common import detectors
+from common.models import generate, representations as reps
+from common.theory import stats
 from common.detectors import carlini, lid, nemo, wen
 
 SHARED_NEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "nemo" / \
@@ -115,7 +117,7 @@ def sd14_value_widths():
     """Widths of NeMo's 7 layers in SD v1.4's UNet (built on the meta device: shapes only, no memory)."""
     from diffusers import UNet2DConditionModel
 
-    from common.pipelines import SD14_UNET_CONFIG
+    from common.models.pipelines import SD14_UNET_CONFIG
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD14_UNET_CONFIG)

@@ -5,16 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from common import detectors, dit, dit_testbed, representations as reps
+from common import detectors
+from common.models import dit, representations as reps
+from common.testbeds import dit_testbed
 from common.detectors import lid
-from common.steering import RepresentationSteerer, StepWindow
+from common.steering.steerer import RepresentationSteerer, StepWindow
 
 
 def tiny_model(num_classes=5, out_channels=4, seed=0):
     """A random DiT (2 blocks, width 16) on the CPU testbed's VAE layout (16x16 images, 8x8x4 latents)."""
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
-    from common.testbed import VAE_CONFIG
+    from common.testbeds.cpu_testbed import VAE_CONFIG
 
     torch.manual_seed(seed)
     transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
@@ -61,7 +63,7 @@ def test_released_dit_xl_2_256_config_hooks_a_4608_wide_mlp_hidden_over_256_toke
     transformer = DiTTransformer2DModel(**{**dit.DIT_XL_2_256_CONFIG, "num_layers": 1}).eval()
     model = dit.DiTModel(transformer, vae=None)
     assert model.null_label == 1000 and model.latent_shape == (4, 32, 32)
-    from common.hooks import RepresentationRecorder
+    from common.models.hooks import RepresentationRecorder
 
     z = torch.randn(2, 4, 32, 32)
     with torch.no_grad(), RepresentationRecorder(transformer, [dit.ff_layer(0)]) as recorder:
@@ -178,7 +180,7 @@ def test_steerer_adds_the_vector_to_every_token_of_the_conditional_half_only():
     v = torch.randn(width, generator=torch.Generator().manual_seed(0))
     z = torch.randn(2, 4, 8, 8)
     batch, labels = torch.cat([z, z]), torch.tensor([5, 5, 1, 2])
-    from common.hooks import RepresentationRecorder
+    from common.models.hooks import RepresentationRecorder
 
     with torch.no_grad():
         with RepresentationRecorder(model.transformer, [name]) as plain:
@@ -204,7 +206,7 @@ def test_released_dit_xl_2_256_full_depth_runs_the_detector_on_its_default_block
     # (the original shares one), which makes 749.8 M
     assert 749e6 < sum(p.numel() for p in transformer.parameters()) < 751e6
     model = dit.DiTModel(transformer, vae=None)
-    from common.hooks import RepresentationRecorder
+    from common.models.hooks import RepresentationRecorder
 
     layer = dit.ff_layer(dit.default_block(model.num_layers))
     assert layer == "transformer_blocks.14.ff.net.0"

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import copies, detectors, edm, edm_testbed, representations as reps
+from common.testbeds import copies, edm_testbed
+from common import detectors
+from common.models import edm, representations as reps
 from common.detectors import lid
 
 
@@ -317,7 +319,7 @@ def test_open_model_runs_a_public_model_with_its_training_images(tmp_path, monke
         assert isinstance(denoiser, edm.VPDenoiser) and info["train_seconds"] is None and info["label"] == "ddpm"
         np.testing.assert_array_equal(data.images, images)
         assert list(data.indices("unique")) == [0, 1, 2, 3, 4] and (data.duplication == 1).all()
-    monkeypatch.setattr("common.paths.GENERATION_CACHE", tmp_path / "generations")
+    monkeypatch.setattr("common.plumbing.paths.GENERATION_CACHE", tmp_path / "generations")
     samples, _ = edm_testbed.cached_samples(info["model"], 2, num_steps=2, progress=False)
     assert samples.shape == (2, 3, 32, 32) and (tmp_path / "generations" / "ddpm-heun2-seed0" / "samples.npz").is_file()
     truth = edm_testbed.ground_truth(samples, data)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import generate
-from common.generate import GenerationConfig, ManifestError
+from common.models import generate
+from common.models.generate import GenerationConfig, ManifestError
 
 PROMPTS = ["a red square", "a blue circle", "a green tree", "a yellow sun", "a black cat"]
 CONFIG = GenerationConfig(model="tiny", num_inference_steps=3, seed=7)

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.hooks import RepresentationRecorder, UnknownModuleError, resolve_modules
-from common.representations import DETECTION_LAYER, encode_prompt
+from common.models.hooks import RepresentationRecorder, UnknownModuleError, resolve_modules
+from common.models.representations import DETECTION_LAYER, encode_prompt
 
 BLOCK = "up_blocks.0.resnets.2"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from common import metrics
+from common.detectors import metrics
 
 
 def pairwise_auroc(pos, neg):

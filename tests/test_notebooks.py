@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from common import notebooks
-from common.notebooks import Availability, all_notebooks, run_notebook, smoke_parameters
-from common.results import get_dotted
+from common.cli import notebooks
+from common.cli.notebooks import Availability, all_notebooks, run_notebook, smoke_parameters
+from common.plumbing.results import get_dotted
 from conftest import SHARED_PROMPTS
 
 @pytest.fixture(autouse=True)
@@ -103,7 +103,7 @@ def test_every_notebook_has_expectations():
 @pytest.fixture(scope="session")
 def tiny_sd_folder(tmp_path_factory):
     """The tiny random pipeline saved as a diffusers folder, as a local copy of SD v1.4 is laid out."""
-    from common import pipelines
+    from common.models import pipelines
 
     folder = tmp_path_factory.mktemp("weights") / "tiny-sd-folder"
     pipelines.build_random_pipeline("tiny").save_pretrained(folder)
@@ -189,7 +189,7 @@ def test_sd_notebook_smoke_run_is_on_the_tiny_pipeline_and_default_run_needs_the
 @pytest.mark.parametrize("name", ["SD_compare_reps", "SD_steering", "Table1_detection"])
 def test_sd_notebook_runs_on_a_smoke_testbed_and_says_so(name, tmp_path, monkeypatch):
     """The path `make figures` takes without SD v1.4: the notebook on a (SMOKE-size) CPU testbed folder."""
-    from common import testbed
+    from common.testbeds import cpu_testbed as testbed
 
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     folder = testbed.ensure_testbed(testbed.SMOKE_CONFIG, progress=False, root=tmp_path / "testbed")
@@ -269,8 +269,8 @@ def _official_files(tmp_path, module, live):
 @pytest.mark.parametrize("name", ["ReLU_DAE", "ReLU_Diffusion"])
 def test_theory_notebook_evaluates_official_checkpoint_files(name, tmp_path, monkeypatch):
     """The documented OFFICIAL_MEM_CHECKPOINT / OFFICIAL_GEN_CHECKPOINT parameters, on files written by the official
-    classes (`common.official`: the real module nesting, key names and shapes)."""
-    from common import official
+    classes (`common.theory.official`: the real module nesting, key names and shapes)."""
+    from common.theory import official
 
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     module = official.DAE if name == "ReLU_DAE" else official.DAECond

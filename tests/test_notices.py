@@ -1,4 +1,4 @@
-"""A clean run prints no notice a user must learn to ignore (`common/notices.py`), and every other warning of the same
+"""A clean run prints no notice a user must learn to ignore (`common/plumbing/notices.py`), and every other warning of the same
 sources still shows: transformers' torchvision fallback, tqdm's IProgress notice, the Jupyter kernel's TCP notice."""
 import logging
 import subprocess
@@ -8,14 +8,14 @@ import warnings
 import nbformat
 from tqdm import TqdmWarning
 
-from common import notices
+from common.plumbing import notices
 from conftest import ROOT
 
 IMPORT_CLIP_PROCESSOR = "from transformers import CLIPImageProcessor"
 
 
 def test_the_torchvision_fallback_notice_is_gone_and_other_transformers_warnings_stay():
-    code = f"import common\n{IMPORT_CLIP_PROCESSOR}\nprint(common.notices.dropped())"
+    code = f"import common\n{IMPORT_CLIP_PROCESSOR}\nprint(common.plumbing.notices.dropped())"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "requires torchvision" not in done.stderr
@@ -52,7 +52,7 @@ def test_a_notebook_kernel_prints_no_tcp_notice(tmp_path):
         "import os\nprint(6 * 7, [f for f in os.listdir('.') if f.startswith('kernel')])")])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "n.ipynb")
-    code = (f"from common.notebooks import run_notebook\n"
+    code = (f"from common.cli.notebooks import run_notebook\n"
             f"out = run_notebook({str(tmp_path / 'n.ipynb')!r}, {str(tmp_path / 'out.ipynb')!r})\n"
             f"print(out.cells[0].outputs[0]['text'])")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -14,9 +14,10 @@ import pytest
 import torch
 from test_representations import random_images
 
-from common import detectors, scores
+from common import detectors
+from common.detectors import scores
 from common.detectors import lid, nemo
-from common.results import config_key
+from common.plumbing.results import config_key
 
 ms_ssim = pytest.importorskip("torchmetrics.functional.image").multiscale_structural_similarity_index_measure
 
@@ -36,7 +37,7 @@ def pipe64(tiny_pipe):
     11 with 3 scales applies): 8/16 channels, cross-attention only, cheap on a CPU."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-    from common.pipelines import TINY_UNET_CONFIG
+    from common.models.pipelines import TINY_UNET_CONFIG
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**{
@@ -252,7 +253,7 @@ def test_flipd_ve_hutchinson_on_an_affine_denoiser_is_the_formula_by_hand():
 
 @pytest.fixture(scope="module")
 def smoke_denoiser():
-    from common import edm_testbed
+    from common.testbeds import edm_testbed
 
     return edm_testbed.build_denoiser(edm_testbed.SMOKE_CONFIG).eval()
 

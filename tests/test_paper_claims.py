@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from common.notebooks import run_notebook
-from common.paths import REPO_ROOT
+from common.cli.notebooks import run_notebook
+from common.plumbing.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from common import pipelines
-from common.pipelines import PipelineUnavailableError
+from common import families
+from common.models import pipelines
+from common.models.pipelines import PipelineUnavailableError
 
 
 def test_tiny_pipeline_has_the_sd_layout(tiny_pipe):
@@ -87,8 +88,8 @@ def test_default_model_is_the_sd_folder_where_it_may_run_else_the_testbed(tmp_pa
     monkeypatch.setenv("DGR_SD_MODEL", str(folder))
     monkeypatch.delenv("DGR_SD_ON_CPU", raising=False)
     assert pipelines.stable_diffusion_missing_reason() == "needs a CUDA GPU (or DGR_SD_ON_CPU=1 to run on the CPU)"
-    assert pipelines.choose_model(None) == pipelines.TESTBED_MODEL
+    assert families.choose_model(None) == families.TESTBED_MODEL
     monkeypatch.setenv("DGR_SD_ON_CPU", "1")
     assert pipelines.stable_diffusion_missing_reason() is None
-    assert pipelines.choose_model(None) == str(folder)
-    assert pipelines.choose_model("tiny") == "tiny"
+    assert families.choose_model(None) == str(folder)
+    assert families.choose_model("tiny") == "tiny"

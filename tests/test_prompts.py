@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from common import prompts
-from common.prompts import PromptRecord, PromptsUnavailableError
+from common.models import prompts
+from common.models.prompts import PromptRecord, PromptsUnavailableError
 
 
 def test_nemo_labels_join_into_112_vm_and_388_tm(shared_prompts):

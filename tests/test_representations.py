@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common import representations as reps, stats
+from common.models import representations as reps
+from common.theory import stats
 
 LAYER = reps.DETECTION_LAYER
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from common import results
+from common.plumbing import results
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -74,7 +74,7 @@ def test_machine_paths_finds_absolute_paths_in_any_string():
 
 
 def test_write_results_names_paths_portably_and_refuses_a_path_inside_text(tmp_path, monkeypatch):
-    from common import paths
+    from common.plumbing import paths
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(paths, "REPO_CACHE", cache)
@@ -94,7 +94,7 @@ def test_write_results_names_paths_portably_and_refuses_a_path_inside_text(tmp_p
 
 def test_committed_results_name_no_machine_path():
     """Every committed results JSON reads the same on any machine: no absolute path in any value."""
-    from common.paths import RESULTS_DIR
+    from common.plumbing.paths import RESULTS_DIR
 
     files = sorted(RESULTS_DIR.glob("*.json"))
     assert files

@@ -1,4 +1,4 @@
-"""The score cache of a generation folder (`common/scores.py`) as the notebooks use it: its key sees what changes a
+"""The score cache of a generation folder (`common/detectors/scores.py`) as the notebooks use it: its key sees what changes a
 score and nothing else, so a notebook finds what `python -m common.cli.score` wrote; a subset (Table 1's control
 titles) is scored alone and the rest later, nothing twice; each row keeps the seconds its detector took; on the
 testbed the command line computes NeMo's statistics as the notebook does."""
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from common import generate, scores
+from common.models import generate
+from common.detectors import scores
 from common.cli import score as cli_score
 from common.detectors import Detector, carlini, nemo
-from common.generate import GenerationConfig
+from common.models.generate import GenerationConfig
 from conftest import CountingPipe
 
 PROMPTS = ["a red square", "a blue circle", "a green tree", "a yellow sun", "a black cat"]
@@ -84,7 +85,8 @@ def test_a_notebook_finds_what_the_command_line_scored(folder, tiny_pipe):
 
 
 def test_nemo_on_the_testbed_the_command_line_computes_the_notebooks_statistics(folder, tmp_path):
-    from common import pipelines, testbed
+    from common.models import pipelines
+    from common.testbeds import cpu_testbed as testbed
 
     model = testbed.ensure_testbed(testbed.SMOKE_CONFIG, progress=False, root=tmp_path / "testbed")
     pipe = pipelines.load_pipeline(str(model), device="cpu")
@@ -102,5 +104,5 @@ def test_nemo_on_the_testbed_the_command_line_computes_the_notebooks_statistics(
     assert {i: r["written"] for i, r in scores.read_score_rows(images, "nemo", {"statistics": statistics}).items()} \
         == {i: r["written"] for i, r in rows.items()}                                  # read, not computed again
     np.testing.assert_array_equal(again, [rows[i]["score"] for i in sorted(rows)])
-    with pytest.raises(SystemExit, match="--statistics calibration is for a CPU testbed model"):
+    with pytest.raises(SystemExit, match="--statistics calibration is for a model with calibration prompts"):
         cli_score.main([str(folder), "--detector", "nemo", "--statistics", "calibration", "--threads", "1"])

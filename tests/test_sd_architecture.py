@@ -8,8 +8,8 @@ for a 64x64 latent (a 512x512 image), and the five steered blocks take 1280-chan
 import pytest
 import torch
 
-from common import pipelines, representations
-from common.hooks import RepresentationRecorder
+from common.models import pipelines, representations
+from common.models.hooks import RepresentationRecorder
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_sd14_sized_pipeline_runs_the_detector_on_512px_images():
 def test_sd14_unet_takes_the_official_steering_vectors_on_the_conditional_half():
     from diffusers import UNet2DConditionModel
 
-    from common import steerability, steering
+    from common.steering import steerability, steerer as steering
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**pipelines.SD14_UNET_CONFIG).eval()

@@ -1,4 +1,4 @@
-"""Generation and scoring sharded over processes (`common/shard.py`, `python -m common.cli.generate / score`): a
+"""Generation and scoring sharded over processes (`common/plumbing/shard.py`, `python -m common.cli.generate / score`): a
 2-process launch (accelerate, torchrun; gloo on the CPU) makes the single process's images and scores bit for bit,
 an uneven split covers every prompt once, a killed process leaves no partial row and a rerun finishes the job.
 
@@ -20,11 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from common import generate, scores
+from common.models import generate
+from common.detectors import scores
 from common.cli import generate as cli_generate
 from common.cli import score as cli_score
-from common.generate import GenerationConfig, ManifestError
-from common.shard import Shard, merge_newest, shard_files
+from common.models.generate import GenerationConfig, ManifestError
+from common.plumbing.shard import Shard, merge_newest, shard_files
 from conftest import ROOT, CountingPipe
 
 PROMPTS = ["a red square", "a blue circle", "a green tree", "a yellow sun", "a black cat"]
@@ -50,8 +51,7 @@ def free_port() -> int:
 
 
 def environment() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def accelerate_launch(n: int, module: str, *args) -> list[str]:
@@ -137,7 +137,7 @@ def test_two_processes_make_the_single_process_images_and_scores_bit_for_bit(ref
 DYING_RUN = """
 import os, sys
 from contextlib import contextmanager
-from common import generate
+from common.models import generate
 from common.cli import generate as cli
 
 real_atomic_path, written = generate.atomic_path, []

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics.pairwise import cosine_similarity
 
-from common import stats
+from common.theory import stats
 
 
 def test_rep_std_is_population_std_like_torch_unbiased_false():

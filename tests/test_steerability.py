@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from common import generate, steerability as st
-from common.generate import GenerationConfig
-from common.steering import STEERING_LAYERS, StepWindow
+from common.models import generate
+from common.steering import steerability as st
+from common.models.generate import GenerationConfig
+from common.steering.steerer import STEERING_LAYERS, StepWindow
 from test_generate import InterruptingPipe, pixels
 
 CONFIG = GenerationConfig(model="tiny", num_inference_steps=4, guidance_scale=3.5, seed=0)

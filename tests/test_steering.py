@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import representations as reps
-from common.hooks import RepresentationRecorder, UnknownModuleError
-from common.steering import (MEAN_OF_POS, POS_MINUS_NEG, STEERING_LAYERS, RepresentationSteerer, StepWindow,
+from common.models import representations as reps
+from common.models.hooks import RepresentationRecorder, UnknownModuleError
+from common.steering.steerer import (MEAN_OF_POS, POS_MINUS_NEG, STEERING_LAYERS, RepresentationSteerer, StepWindow,
                              concept_vectors)
 from test_hooks import all_hooks, unet_inputs
 
@@ -128,7 +128,7 @@ def test_steps_are_counted_per_run_and_a_run_of_another_length_is_flagged(tiny_p
 
 @torch.no_grad()
 def test_fp16_vectors_on_an_fp32_model_and_fp32_vectors_on_an_fp16_model(tiny_pipe):
-    from common.pipelines import build_random_pipeline
+    from common.models.pipelines import build_random_pipeline
 
     widths = layer_widths(tiny_pipe)
     half_vectors = {name: torch.linspace(-1, 1, c, dtype=torch.float16) for name, c in widths.items()}

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from common import pipelines, prompts, steerability, testbed
-from common.hooks import RepresentationRecorder
-from common.testbed_data import (BACKGROUNDS, CAPTION_WORDS, COLORS, TITLE_WORDS, Scene, TestbedDataConfig,
+from common import families
+from common.models import pipelines, prompts
+from common.steering import steerability
+from common.testbeds import cpu_testbed as testbed
+from common.models.hooks import RepresentationRecorder
+from common.testbeds.scenes import (BACKGROUNDS, CAPTION_WORDS, COLORS, TITLE_WORDS, Scene, TestbedDataConfig,
                                  build_testbed_data, caption, draw_scene, to_model_space)
 
 SMALL = TestbedDataConfig(n_pool=300, n_memorized=6, duplication=4, dose_duplications=(1, 3), dose_pairs=2, n_controls=5)
@@ -101,7 +104,7 @@ def test_the_criterion_rarely_fires_between_different_training_images():
 # ----------------------------------------------------------------------------------------------------
 def test_smoke_testbed_loads_like_sd_and_has_the_papers_layers(smoke_folder):
     assert (smoke_folder / "model_index.json").is_file() and testbed.is_testbed(smoke_folder)
-    assert pipelines.model_label(str(smoke_folder)) == "cpu-testbed"
+    assert families.model_label(str(smoke_folder)) == "cpu-testbed"
     pipe = pipelines.load_pipeline(str(smoke_folder), device="cpu")
     assert type(pipe).__name__ == "StableDiffusionPipeline" and type(pipe.scheduler).__name__ == "DDIMScheduler"
     layers = ["up_blocks.0.resnets.2.nonlinearity", "up_blocks.1.resnets.1"]
@@ -128,20 +131,22 @@ def test_training_is_deterministic_and_cached(smoke_folder, tmp_path, monkeypatc
 
 def test_the_application_notebooks_get_the_testbeds_prompts(smoke_folder):
     data = testbed.load_data(smoke_folder)
-    mem, gen, source = prompts.detection_prompt_sets(str(smoke_folder), 100, 3)
+    family = families.family_of(str(smoke_folder))
+    assert family.name == "cpu-testbed" and families.family_of(pipelines.load_pipeline(str(smoke_folder))) is family
+    mem, gen, source = family.detection_prompts(str(smoke_folder), 100, 3)
     assert [r.prompt for r in mem] == [data.captions[i] for i in data.indices("memorized")]
     assert [r.prompt for r in gen] == data.held_out_captions[:3] and all(r.type == "VM" for r in mem)
-    task = steerability.default_task(str(smoke_folder))
+    task = family.steering_task(str(smoke_folder))
     assert task.pos_prompt.replace("black", "white") == task.neg_prompt
     assert set(task.gen_prompts) <= set(data.held_out_captions) and set(task.mem_prompts) <= set(data.captions)
-    assert steerability.default_task("tiny") == steerability.OFFICIAL_TASK
+    assert families.family_of("tiny").steering_task("tiny") == steerability.OFFICIAL_TASK
 
 
 def test_without_sd_the_default_model_is_the_testbed(monkeypatch, capsys):
     monkeypatch.setattr(pipelines, "stable_diffusion_missing_reason", lambda timeout=3.0: "needs a CUDA GPU")
-    assert pipelines.choose_model(None) == "testbed"
+    assert families.choose_model(None) == "testbed"
     assert "using the CPU testbed" in capsys.readouterr().out
-    assert pipelines.choose_model("tiny") == "tiny"
+    assert families.choose_model("tiny") == "tiny"
     monkeypatch.setattr(pipelines, "stable_diffusion_missing_reason", lambda timeout=3.0: None)
     monkeypatch.delenv("DGR_SD_MODEL", raising=False)
-    assert pipelines.choose_model(None) == pipelines.SD14_HUB_ID
+    assert families.choose_model(None) == pipelines.SD14_HUB_ID

@@ -1,5 +1,5 @@
 """The toy diffusion model: architecture, hand gradients, the GEMM switch, the fast trainer against the official
-training cell (`common.official`, as written), the seed ensemble, the sampler and its input checks, checkpoints in
+training cell (`common.theory.official`, as written), the seed ensemble, the sampler and its input checks, checkpoints in
 our format and the official one, and the cache.
 
 Every test runs on a fixed GEMM, whatever DGR_TOY_GEMM says: the default ("mkl", the official cell's own), or each
@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import official
-from common import toy_diffusion as td
+from common.theory import official
+from common.theory import toy_diffusion as td
 
 _NO_ONEDNN = pytest.mark.skipif(not td._ONEDNN_LINEAR, reason="this torch build has no oneDNN linear kernel "
                                                               "(torch.ops.mkldnn._linear_pointwise)")
@@ -147,7 +147,7 @@ def test_gemm_is_chosen_explicitly_never_by_the_cpu():
 def test_gemm_comes_from_the_environment_at_import():
     """DGR_TOY_GEMM, read at import: unset is the default, "onednn" is oneDNN, another name is refused."""
     code = ("import importlib, os\n"
-            "from common import toy_diffusion as td\n"
+            "from common.theory import toy_diffusion as td\n"
             "print(td.GEMM)\n"
             "if td._ONEDNN_LINEAR:\n"
             "    os.environ['DGR_TOY_GEMM'] = 'onednn'; print(importlib.reload(td).GEMM)\n"
@@ -270,7 +270,7 @@ def test_fast_trainer_gives_the_same_run_on_either_gemm(cfg):
 
 
 def _stand_in_mem_set(standin_faces):
-    from common.data import memorization_set
+    from common.theory.data import memorization_set
     return torch.from_numpy(standin_faces.train)[memorization_set(standin_faces)]
 
 
@@ -428,7 +428,7 @@ def test_official_checkpoint_file_loads(tmp_path):
 def test_checkpoint_with_the_old_one_element_skip_still_loads(tmp_path):
     model = _model()
     state = {k: v.reshape(1) if k == "skip" else v for k, v in model.state_dict().items()}
-    from common.checkpoints import save_safetensors
+    from common.plumbing.checkpoints import save_safetensors
     save_safetensors(state, tmp_path / "old.safetensors", {"train_seconds": 1.0})
     loaded, _ = td.load_model(tmp_path / "old.safetensors", d=64, hidden=16)
     assert loaded.skip.dim() == 0 and float(loaded.skip) == pytest.approx(0.2)
@@ -449,7 +449,7 @@ def test_cache_key_records_only_a_non_default_gemm(tmp_path):
     has its own key and is never taken for a default one."""
     x = torch.rand(5, 64) * 2 - 1
     cfg = replace(td.MEM_CONFIG, steps=20)
-    from common.results import array_fingerprint
+    from common.plumbing.results import array_fingerprint
     assert td._cache_key(x, cfg, 16, None) == {"model": {"d": 64, "hidden": 16}, "train": cfg.to_dict(),
                                                "data": array_fingerprint(x), "trainer": "train_diffusion/v3"}
     assert td._cache_key(x, cfg, 16, "bfloat16", "onednn") == {**td._cache_key(x, cfg, 16, None),

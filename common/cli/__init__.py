@@ -1,11 +1,15 @@
-"""Command-line entry points beside the notebooks, each on one process or sharded over many (`shard.py`):
+"""The top layer, which nothing else imports: the commands that run the rest — `make figures`'s notebook runner, and
+generation and scoring from the shell, each on one process or sharded over many (`plumbing/shard.py`):
 
+    python -m common.cli.notebooks                                    # every notebook, default parameters (dgr-notebooks)
     python -m common.cli.generate --model testbed --prompts mem       # a prompt set into the notebooks' cache folder
     python -m common.cli.score <generation folder> --detector std     # its scores, cached beside the images
     accelerate launch --multi_gpu --num_processes 8 -m common.cli.generate ...   # split over 8 GPUs
     torchrun --nproc_per_node 2 -m common.cli.score ...               # or over 2 CPU processes (gloo)
 
-The notebooks stay the way to read and plot: they find what these commands made and do not make it again.
+The notebooks stay the way to read and plot: they find what these commands made and do not make it again. Installed
+by `make`, the three are also `dgr-notebooks`, `dgr-generate` and `dgr-score`. This module holds what the commands
+share (runtime arguments, threads, stale temporaries).
 """
 from __future__ import annotations
 

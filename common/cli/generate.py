@@ -10,7 +10,7 @@
 captions / the Gustavosta prompts (seeds 0 / 10); for the CPU testbed, its memorized titles / held-out captions. A
 file (.txt, .jsonl, .csv) is read by `prompts.read_prompt_file` (seed 0). The folder is
 `generate.generation_folder(set, config)`, the notebooks' own for the same settings. The prompts are split between
-the processes in whole batches of --batch-size (`shard.py`); each process writes its images and its own manifest,
+the processes in whole batches of --batch-size (`plumbing/shard.py`); each process writes its images and its own manifest,
 `manifest.rank<k>.jsonl`. Rerunning the command finishes only what is missing; another config in the same folder
 is refused.
 """
@@ -22,32 +22,24 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..generate import (GUIDANCE_SCALE, GEN_SEED, MANIFEST_NAME, MEM_SEED, NUM_INFERENCE_STEPS, GenerationConfig,
+from ..families import choose_model, family_of, load, resolve_model
+from ..models.generate import (GUIDANCE_SCALE, GEN_SEED, MANIFEST_NAME, MEM_SEED, NUM_INFERENCE_STEPS, GenerationConfig,
                         generate_images, generation_folder, read_manifest)
-from ..paths import GENERATION_CACHE
-from ..shard import Shard, current_shard, unit_batches
+from ..models.prompts import read_prompt_file
+from ..plumbing.paths import GENERATION_CACHE
+from ..plumbing.shard import Shard, current_shard, unit_batches
 from . import remove_stale_temporaries, add_runtime_arguments, set_threads
 
 NAMED_SETS = {"mem": MEM_SEED, "gen": GEN_SEED}      # the detection sets and the notebooks' seeds
 
 
 def load_prompt_set(model: str, which: str, n: int | None = None) -> list[str]:
-    """The first `n` prompts (all if None) of the named set "mem"/"gen" of `model` (a resolved model name), or
-    of a prompt file."""
-    from .. import prompts
-    from ..testbed import is_testbed, load_data
-
+    """The first `n` prompts (all if None) of the named set "mem"/"gen" of `model` (a resolved model name: its
+    family's `prompt_set`), or of a prompt file."""
     if which not in NAMED_SETS:
-        texts = [r.prompt for r in prompts.read_prompt_file(which)]
-    elif is_testbed(model):                 # as testbed.detection_prompts: memorized titles, held-out captions
-        data = load_data(model)
-        texts = ([data.captions[i] for i in data.indices("memorized")] if which == "mem"
-                 else list(data.held_out_captions))
-    elif which == "mem":
-        texts = [r.prompt for r in prompts.load_memorized_prompts(n)]
-    else:
-        texts = [r.prompt for r in prompts.load_generalized_prompts(500 if n is None else n)]
-    return texts if n is None else texts[:n]
+        texts = [r.prompt for r in read_prompt_file(which)]
+        return texts if n is None else texts[:n]
+    return family_of(model).prompt_set(model, which, n)
 
 
 def run(pipe, prompts: Sequence[str], folder, config: GenerationConfig, batch_size: int, shard: Shard = Shard(),
@@ -82,8 +74,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .. import pipelines
-
     args = parser().parse_args(argv)
     set_threads(args.threads)
     shard = current_shard(cpu=True if args.cpu else None)
@@ -91,14 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else NAMED_SETS.get(args.prompts, 0)
     set_name = args.set_name or (args.prompts if named else Path(args.prompts).stem)
     with shard.main_first():                # the testbed is trained and the lists downloaded once, by the main process
-        model = pipelines.resolve_model(pipelines.choose_model(args.model))
+        model = resolve_model(choose_model(args.model))
         prompts = load_prompt_set(model, args.prompts, args.n)
         config = GenerationConfig(model=model, num_inference_steps=args.steps, guidance_scale=args.guidance,
                                   height=args.height, width=args.width, seed=seed)
         folder = generation_folder(set_name, config, args.cache)
         if shard.main:
             remove_stale_temporaries(folder)
-    pipe = pipelines.load_pipeline(model, device=shard.device, dtype=args.dtype)
+    pipe = load(model, device=shard.device, dtype=args.dtype)
     t0 = time.perf_counter()
     mine = run(pipe, prompts, folder, config, args.batch_size, shard, progress=shard.main)
     print(f"process {shard.index} of {shard.count}: {len(mine)} prompts done in {time.perf_counter() - t0:.2f} s",

@@ -1,5 +1,5 @@
 """Score a generation folder with detectors of the family, on one process or sharded over many; the scores are
-cached beside the images (`scores.py`), so a notebook or a rerun finds them.
+cached beside the images (`detectors/scores.py`), so a notebook or a rerun finds them.
 
     python -m common.cli.score .cache/generations/cpu-testbed-...-mem-... --detector std wen
     accelerate launch --multi_gpu --num_processes 8 -m common.cli.score <folder> --detector carlini \
@@ -25,8 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..scores import DEFAULT_CHUNK, SCORES_DIR, read_scores, score_files, score_folder
-from ..shard import current_shard
+from ..families import family_of, load
+from ..detectors.scores import DEFAULT_CHUNK, SCORES_DIR, read_scores, score_files, score_folder
+from ..plumbing.shard import current_shard
 from . import parse_option, remove_stale_temporaries, add_runtime_arguments, set_threads
 
 
@@ -50,19 +51,18 @@ def calibration_statistics(statistics: str | None, model: str, pipe) -> dict:
     calibration (the same values `Table1_detection` computes, so the cache keys agree), else {}."""
     if statistics != "calibration":
         return {}
-    from .. import testbed
     from ..detectors.nemo import reference_statistics
 
-    if not testbed.is_testbed(model):
-        raise SystemExit(f"--statistics calibration is for a CPU testbed model; {model} is not one (SD v1.4: "
-                         "--statistics released)")
-    return {"statistics": reference_statistics(pipe, testbed.calibration_prompts(model))}
+    try:
+        calibration = family_of(model).calibration_prompts(model)
+    except ValueError as err:
+        raise SystemExit(f"--statistics calibration is for a model with calibration prompts (the CPU testbed): {err} "
+                         "(SD v1.4: --statistics released)") from None
+    return {"statistics": reference_statistics(pipe, calibration)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..generate import CONFIG_NAME
-    from ..pipelines import load_pipeline
-
+    from ..models.generate import CONFIG_NAME
     args = parser().parse_args(argv)
     set_threads(args.threads)
     options = dict(parse_option(o) for o in args.option)
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for folder in args.folders:
         model = json.loads((folder / CONFIG_NAME).read_text())["model"]
         if model not in pipes:
-            pipes[model] = load_pipeline(model, device=shard.device, dtype=args.dtype)
+            pipes[model] = load(model, device=shard.device, dtype=args.dtype)
             model_options[model] = {**options, **calibration_statistics(args.statistics, model, pipes[model])}
         folder_options[folder] = model_options[model]
         for name in args.detector:

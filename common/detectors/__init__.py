@@ -11,9 +11,16 @@
     carlini  Carlini et al. 2023: largest clique of near-identical generations                `carlini.py`
 
 `TABLE_ROWS` is the order of Table 1 (`2-Application/Table1_detection.ipynb`). A new method is one module
-with one `Detector` and one entry in `DETECTORS`.
+with one `Detector` and one entry in `DETECTORS`. Beside the methods:
+
+    base     `Samples`, `Detector`, the paper's Table 1 numbers
+    metrics  AUROC, TPR@1%FPR (strict and official), bootstrap CIs
+    scores   detector scores of a generation folder, cached and resumable like its images
+
+A detector reaches its model's noised input and layer through the model's family (`families.family_of(pipe)`);
+it imports `families` and the layers below, and is imported by `cli` (and the notebooks).
 """
-from .base import FAMILIES, PAPER_ROW_NAMES, PAPER_TABLE1, Detector, Samples
+from .base import PAPER_ROW_NAMES, PAPER_TABLE1, TABLE1_COLUMNS, Detector, Samples
 from .carlini import CARLINI
 from .lid import LID, LID_CONDITIONAL
 from .nemo import NEMO, NEMO_SSIM
@@ -31,4 +38,4 @@ def get(name: str) -> Detector:
     return DETECTORS[name]
 
 
-__all__ = ["DETECTORS", "FAMILIES", "PAPER_ROW_NAMES", "PAPER_TABLE1", "TABLE_ROWS", "Detector", "Samples", "get"]
+__all__ = ["DETECTORS", "TABLE1_COLUMNS", "PAPER_ROW_NAMES", "PAPER_TABLE1", "TABLE_ROWS", "Detector", "Samples", "get"]

@@ -46,6 +46,9 @@ class Samples:
         return len(self.images)
 
 
+PROMPT_FREE: list[str] = []             # the names of the prompt-free detectors, in the order they were made
+
+
 @dataclass(frozen=True)
 class Detector:
     """One row of Table 1: `score_fn(pipe, samples, **options)` with this variant's options fixed."""
@@ -61,6 +64,10 @@ class Detector:
     # scores cached under the old default are not reused. Empty: the key is as it always was.
     cache_version: str = ""
 
+    def __post_init__(self):
+        if self.prompt_free and self.name not in PROMPT_FREE:
+            PROMPT_FREE.append(self.name)
+
     @property
     def prompt_free(self) -> bool:
         return not self.needs_prompt
@@ -68,17 +75,11 @@ class Detector:
     def score(self, pipe, samples: Samples, **options) -> np.ndarray:
         if self.needs_prompt and samples.prompts is None:
             raise ValueError(f"detector {self.name!r} needs the prompts of the samples (samples.prompts is None); "
-                             "prompt-free detectors: " + ", ".join(_prompt_free_names()))
+                             "prompt-free detectors: " + ", ".join(PROMPT_FREE))
         scores = np.asarray(self.score_fn(pipe, samples, **{**self.options, **options}), dtype=np.float64)
         if scores.shape != (len(samples),):
             raise AssertionError(f"{self.name}: {scores.shape} scores for {len(samples)} samples")
         return scores
-
-
-def _prompt_free_names() -> list[str]:
-    from . import DETECTORS
-
-    return [name for name, d in DETECTORS.items() if d.prompt_free]
 
 
 def check_seeds(samples: Samples, method: str) -> tuple[int, ...]:
@@ -115,4 +116,4 @@ PAPER_TABLE1 = {
 }
 PAPER_ROW_NAMES = {"carlini": "Carlini et al. 2023", "wen": "Wen et al. 2024", "nemo": "Hintersdorf et al. 2024 (NeMo)",
                    "lid": "Ross et al. 2025 (LID)", "std": "The paper (std of reps)"}
-FAMILIES = {"laion": "LAION (SD v1.4)", "imagenet": "ImageNet (DiT)", "cifar10": "CIFAR10 (EDM)"}
+TABLE1_COLUMNS = {"laion": "LAION (SD v1.4)", "imagenet": "ImageNet (DiT)", "cifar10": "CIFAR10 (EDM)"}

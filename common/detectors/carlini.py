@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..generate import GUIDANCE_SCALE, NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
+from ..models.generate import GUIDANCE_SCALE, NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
 from .base import Detector, Samples, batches, check_positive, check_seeds
 
 N_GENERATIONS = 10

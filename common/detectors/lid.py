@@ -53,8 +53,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..dit import DiTModel
-from ..edm import EDMDenoiser
+from ..families import family_of
 from .base import Detector, Samples, batches, check_choice, check_positive
 
 T0 = 0.01
@@ -183,42 +182,42 @@ def latent_means(pipe, images: torch.Tensor, batch_size: int = 16) -> torch.Tens
 DIT_BETA_MIN, DIT_BETA_MAX = 0.1, 20.0
 
 
-def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0, trace: str = "auto",
-              probes: int = 1, batch_size: int = OFFICIAL_BATCH_SIZE, chunk: int = 256, labels=None,
-              probe_scheme: str = PROBE_SCHEME) -> np.ndarray:
-    """−FLIPD of each image on the pipeline's UNet, with the empty prompt or (conditional) the caption; on an EDM
-    denoiser, the VE form at σ₀ (`flipd_ve`); on a DiT, its VAE latent mean with the null label or (conditional)
-    the class `labels`, on DiT's β. Hutchinson probes by `probe_scheme`; under "per-position" each batch of
-    `batch_size` consecutive samples draws its own (their code's, with their batch size 8 by default)."""
-    check_choice(probe_scheme, PROBE_SCHEMES, "probe_scheme")
-    if isinstance(pipe, DiTModel):
-        if conditional and labels is None:
-            raise ValueError("the conditional LID on a DiT needs the class labels of the samples (labels=...)")
-        labels = pipe.labels(labels if conditional else None, len(samples))                       # [N]
-        timestep = round(1000 * t0)
-        scores = []
-        for part in batches(len(samples), batch_size):
-            x = pipe.encode(samples.images[part].float())                                        # [B, 4, h, w]
-            own = labels[part]
-            scores.append(-flipd(lambda rows, owner: pipe.eps(rows, timestep, own[owner.to(own.device)]).float(),
-                                 x, t0, DIT_BETA_MIN, DIT_BETA_MAX, trace, probes, chunk=chunk,
-                                 probe_scheme=probe_scheme))
-        return np.concatenate(scores)
-    if isinstance(pipe, EDMDenoiser):
-        if conditional:
-            raise ValueError("an unconditional EDM model has no prompt: only the unconditional LID applies")
-        scores = []
-        for part in batches(len(samples), batch_size):
-            x = samples.images[part].float().to(pipe.device)                                     # [B, 3, H, W]
-            scores.append(-flipd_ve(lambda rows, owner: pipe(rows, EDM_SIGMA0), x, EDM_SIGMA0, trace, probes,
-                                    chunk=chunk, probe_scheme=probe_scheme))
-        return np.concatenate(scores)
+def _lid_dit(pipe, samples, conditional, t0, trace, probes, batch_size, chunk, labels, probe_scheme):
+    """On a DiT: its VAE latent mean with the null label or (conditional) the class `labels`, on DiT's β."""
+    if conditional and labels is None:
+        raise ValueError("the conditional LID on a DiT needs the class labels of the samples (labels=...)")
+    labels = pipe.labels(labels if conditional else None, len(samples))                           # [N]
+    timestep = round(1000 * t0)
+    scores = []
+    for part in batches(len(samples), batch_size):
+        x = pipe.encode(samples.images[part].float())                                            # [B, 4, h, w]
+        own = labels[part]
+        scores.append(-flipd(lambda rows, owner: pipe.eps(rows, timestep, own[owner.to(own.device)]).float(),
+                             x, t0, DIT_BETA_MIN, DIT_BETA_MAX, trace, probes, chunk=chunk,
+                             probe_scheme=probe_scheme))
+    return np.concatenate(scores)
+
+
+def _lid_edm(pipe, samples, conditional, t0, trace, probes, batch_size, chunk, labels, probe_scheme):
+    """On an EDM denoiser: the VE form at σ₀ (`flipd_ve`) on the pixels; unconditional only."""
+    if conditional:
+        raise ValueError("an unconditional EDM model has no prompt: only the unconditional LID applies")
+    scores = []
+    for part in batches(len(samples), batch_size):
+        x = samples.images[part].float().to(pipe.device)                                         # [B, 3, H, W]
+        scores.append(-flipd_ve(lambda rows, owner: pipe(rows, EDM_SIGMA0), x, EDM_SIGMA0, trace, probes,
+                                chunk=chunk, probe_scheme=probe_scheme))
+    return np.concatenate(scores)
+
+
+def _lid_sd_pipeline(pipe, samples, conditional, t0, trace, probes, batch_size, chunk, labels, probe_scheme):
+    """On an SD pipeline's UNet: the VAE latent mean, with the empty prompt or (conditional) the caption."""
     prompts = list(samples.prompts) if conditional else [""] * len(samples)
     timestep = torch.tensor(round(1000 * t0), device=pipe.device)
     scores = []
     for part in batches(len(samples), batch_size):
-        x = latent_means(pipe, samples.images[part]).float()                                   # [B, 4, h, w]
-        embedding, _ = pipe.encode_prompt(prompts[part], pipe.device, 1, False)              # [B, tokens, width]
+        x = latent_means(pipe, samples.images[part]).float()                                       # [B, 4, h, w]
+        embedding, _ = pipe.encode_prompt(prompts[part], pipe.device, 1, False)                  # [B, tokens, width]
         embedding = embedding.to(pipe.unet.dtype)
 
         def eps_fn(rows, owner):
@@ -226,6 +225,21 @@ def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0,
 
         scores.append(-flipd(eps_fn, x, t0, trace=trace, probes=probes, chunk=chunk, probe_scheme=probe_scheme))
     return np.concatenate(scores)
+
+
+LID_BY_INTERFACE = {"sd-pipeline": _lid_sd_pipeline, "edm-denoiser": _lid_edm, "dit": _lid_dit}
+
+
+def lid_score(pipe, samples: Samples, conditional: bool = False, t0: float = T0, trace: str = "auto",
+              probes: int = 1, batch_size: int = OFFICIAL_BATCH_SIZE, chunk: int = 256, labels=None,
+              probe_scheme: str = PROBE_SCHEME) -> np.ndarray:
+    """−FLIPD of each image, reached through the model's family (`families.INTERFACES`): an SD pipeline's UNet with
+    the empty prompt or (conditional) the caption; an EDM denoiser's VE form at σ₀; a DiT's VAE latent mean with the
+    null label or (conditional) the class `labels`. Hutchinson probes by `probe_scheme`; under "per-position" each
+    batch of `batch_size` consecutive samples draws its own (their code's, with their batch size 8 by default)."""
+    check_choice(probe_scheme, PROBE_SCHEMES, "probe_scheme")
+    score = LID_BY_INTERFACE[family_of(pipe).interface]
+    return score(pipe, samples, conditional, t0, trace, probes, batch_size, chunk, labels, probe_scheme)
 
 
 _PROBES = (f"Hutchinson above D = {EXACT_TRACE_MAX_DIM:,} with probe_scheme {PROBE_SCHEME!r} (seed {PROBE_SEED}, "

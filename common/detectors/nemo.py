@@ -52,8 +52,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..generate import NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
-from ..paths import REPO_CACHE
+from ..models.generate import NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
+from ..plumbing.paths import REPO_CACHE
 from .base import Detector, Samples, batches, check_choice, check_positive, check_seeds
 
 THETA = 5.0
@@ -99,7 +99,7 @@ class NemoStatistics:
     @property
     def cache_key(self) -> str:
         """A hash of the values (not of `source`): a cached score names the statistics it was computed with."""
-        from ..results import array_fingerprint
+        from ..plumbing.results import array_fingerprint
 
         return "nemo-statistics-" + array_fingerprint(np.concatenate([*self.mean, *self.std]))
 
@@ -153,8 +153,8 @@ def load_statistics(source: str | os.PathLike | None = None, cache_dir: str | os
     """NeMo's released SD v1.4 statistics (50,000 LAION prompts): `source` (a local copy), else downloaded once
     from their repository into `cache_dir`. A cached download that does not read is moved aside and downloaded
     again, saying so; offline, the error names the file and where to get it."""
-    from ..faults import move_aside
-    from ..network import DownloadUnavailableError, download_cached
+    from ..plumbing.faults import move_aside
+    from ..plumbing.network import DownloadUnavailableError, download_cached
 
     if source is not None:
         return read_statistics(source)

@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..generate import GUIDANCE_SCALE, NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
-from ..hooks import RepresentationRecorder
+from ..models.generate import GUIDANCE_SCALE, NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
+from ..models.hooks import RepresentationRecorder
 from .base import Detector, Samples, check_positive, check_seeds
 
 WEN_STEPS = 1             # "at the first step": their strongest setting for one generation per prompt

@@ -5,7 +5,7 @@
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]    # common/plumbing/paths.py -> the repo
 FIGS_DIR = REPO_ROOT / "Figs"
 RESULTS_DIR = REPO_ROOT / "results"
 REPO_CACHE = Path(os.environ.get("DGR_CACHE", REPO_ROOT / ".cache"))

@@ -12,9 +12,8 @@ with random weights, entirely offline: `"tiny"` (seconds on a CPU; used by the t
 `"sd14"` (the SD v1.4 UNet and VAE at full size, with a small text encoder of the same width; used by the
 slow tests and the speed benchmark). Random weights mean nothing about the paper; they exercise the code.
 
-`"testbed"` names the CPU testbed (`testbed.py`): a small model of SD's layout trained here on captioned
-scenes with duplicated pairs, saved as an ordinary diffusers folder and loaded from it exactly like a local
-copy of SD v1.4.
+The CPU testbed (`testbeds/cpu_testbed.py`) is saved as an ordinary diffusers folder and loaded from it exactly like
+a local copy of SD v1.4; the name "testbed" and the choice between SD and the testbed belong to `families`.
 
 Everything downstream (generation, the representation recorder, the detector, the baseline) takes the
 pipeline and module names, so SD v1.4, the CPU testbed and these random pipelines share one code path.
@@ -29,13 +28,12 @@ from pathlib import Path
 
 import torch
 
-from .network import hf_offline, hub_reachable
+from ..plumbing.network import hf_offline, hub_reachable
 
 SD14_HUB_ID = "CompVis/stable-diffusion-v1-4"
 MODEL_ENV_VAR = "DGR_SD_MODEL"          # a hub id or a local folder, used when no model is passed
 SD_ON_CPU_ENV_VAR = "DGR_SD_ON_CPU"     # "1": the SD notebooks' default run takes SD v1.4 without a GPU (hours)
 RANDOM_MODELS = ("tiny", "sd14")        # names that build a random-weight pipeline instead of loading one
-TESTBED_MODEL = "testbed"               # the CPU testbed trained by this repo (`testbed.py`), cached
 
 # The DDIM schedule of SD v1.x (its scheduler_config.json): scaled-linear betas, 1000 training steps.
 SD_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
@@ -85,14 +83,8 @@ def offline_hint() -> str:
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> str:
-    """`model`, else $DGR_SD_MODEL, else the SD v1.4 hub id. "testbed" becomes the trained CPU testbed's folder
-    (trained on first use, see `testbed.py`)."""
-    model = str(model) if model is not None else os.environ.get(MODEL_ENV_VAR) or SD14_HUB_ID
-    if model == TESTBED_MODEL:
-        from .testbed import ensure_testbed
-
-        return str(ensure_testbed())
-    return model
+    """`model`, else $DGR_SD_MODEL, else the SD v1.4 hub id."""
+    return str(model) if model is not None else os.environ.get(MODEL_ENV_VAR) or SD14_HUB_ID
 
 
 def stable_diffusion_missing_reason(timeout: float = 3.0) -> str | None:
@@ -109,28 +101,7 @@ def gpu_missing_reason() -> str | None:
     return f"needs a CUDA GPU (or {SD_ON_CPU_ENV_VAR}=1 to run on the CPU)"
 
 
-def choose_model(model: str | os.PathLike | None = None) -> str:
-    """The notebooks' MODEL = None: SD v1.4 where it can run (weights and a GPU), else the CPU testbed, saying
-    why. Any other value is returned as it is."""
-    if model is not None:
-        return str(model)
-    missing = stable_diffusion_missing_reason()
-    if missing:
-        print(f"SD v1.4 cannot run here ({missing}): using the CPU testbed (MODEL = {TESTBED_MODEL!r})")
-        return TESTBED_MODEL
-    return resolve_model(None)
-
-
-def model_label(model: str) -> str:
-    """A short name for titles and results JSON: "cpu-testbed", "tiny", "sd14" or the hub id / folder name."""
-    from .testbed import TESTBED_LABEL, is_testbed
-
-    if model == TESTBED_MODEL or is_testbed(model):
-        return TESTBED_LABEL
-    return model if model in RANDOM_MODELS or not _is_local(model) else Path(model).name
-
-
-def _is_local(model: str) -> bool:
+def is_local(model: str) -> bool:
     return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
 
 
@@ -143,12 +114,10 @@ def _hub_cached(repo_id: str) -> bool:
 def weights_missing_reason(model: str | os.PathLike | None = None, timeout: float = 3.0) -> str | None:
     """None if `load_pipeline(model)` can find the weights (a local folder, the HF cache, or a reachable hub),
     else one line saying what is missing. Fast and offline-safe (at most `timeout` seconds)."""
-    if model == TESTBED_MODEL:
-        return None
     model = resolve_model(model)
     if model in RANDOM_MODELS:
         return None
-    if _is_local(model):
+    if is_local(model):
         folder = Path(model).expanduser()
         return None if (folder / "model_index.json").is_file() else f"{folder} is not a diffusers pipeline folder (no model_index.json)"
     if _hub_cached(model) or hub_reachable(timeout):
@@ -178,9 +147,8 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
                   dtype: torch.dtype | str | None = None, seed: int = 0, timeout: float = 3.0):
     """A `StableDiffusionPipeline` with a DDIM scheduler and no safety checker, on `device` in `dtype`.
 
-    model: a hub id or a local diffusers folder (see the module docstring for the default), "testbed" for the
-    CPU testbed's folder (trained on first use), or one of `RANDOM_MODELS` for a random-weight pipeline built
-    from config (seeded with `seed`).
+    model: a hub id or a local diffusers folder (see the module docstring for the default; the CPU testbed's is one),
+    or one of `RANDOM_MODELS` for a random-weight pipeline built from config (seeded with `seed`).
     """
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -195,7 +163,7 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
         missing = weights_missing_reason(model, timeout)
         if missing:
             raise PipelineUnavailableError(f"{missing}. {offline_hint()}")
-        local = _is_local(model)
+        local = is_local(model)
         pipe = StableDiffusionPipeline.from_pretrained(
             str(Path(model).expanduser()) if local else model, dtype=dtype, safety_checker=None,
             requires_safety_checker=False,

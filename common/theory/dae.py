@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoints
-from .checkpoints import load_official_state, load_safetensors, save_safetensors
-from .results import array_fingerprint
+from ..plumbing import checkpoints
+from ..plumbing.checkpoints import load_official_state, load_safetensors, save_safetensors
+from ..plumbing.results import array_fingerprint
 
 
 class TiedDAE(nn.Module):

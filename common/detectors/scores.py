@@ -7,7 +7,7 @@
 
 Files, under `<folder>/scores/`: `<detector>-<key>.json` records the detector, its options and the model (another
 setting is another key, never a reused score); `<detector>-<key>.jsonl` holds the rows of a single process and
-`<detector>-<key>.rank<k>.jsonl` those of process k of a sharded run (`shard.py`), merged on read. A row is
+`<detector>-<key>.rank<k>.jsonl` those of process k of a sharded run (`plumbing/shard.py`), merged on read. A row is
 (index, score, seconds, image_written, written): `seconds` is the detector's wall time per image of the call that
 scored it (where and when it ran: another machine, for a folder scored by `python -m common.cli.score`); a score
 whose image was made again since (another `written` stamp in the manifest) is stale and computed again.
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .faults import json_problem, move_aside, read_jsonl
-from .results import atomic_path, config_key, to_jsonable, write_json_atomic
-from .shard import Shard, merge_newest, shard_files
+from ..plumbing.faults import json_problem, move_aside, read_jsonl
+from ..plumbing.results import atomic_path, config_key, to_jsonable, write_json_atomic
+from ..plumbing.shard import Shard, merge_newest, shard_files
 
 SCORES_DIR = "scores"
 SCORE_KEYS = ("index", "score")
@@ -44,7 +44,7 @@ DEFAULT_CHUNK = 16
 
 
 def _detector(detector):
-    from . import detectors
+    from .. import detectors
 
     return detectors.get(detector) if isinstance(detector, str) else detector
 
@@ -68,7 +68,7 @@ def _defaults(detector) -> dict:
 
 def resolved_options(folder, detector, options: dict | None = None) -> dict:
     """`options` with the generation's sampling settings filled in where the detector takes them."""
-    from .generate import CONFIG_NAME
+    from ..models.generate import CONFIG_NAME
 
     detector = _detector(detector)
     parameters = inspect.signature(detector.score_fn).parameters
@@ -81,7 +81,7 @@ def resolved_options(folder, detector, options: dict | None = None) -> dict:
 
 def score_stem(folder, detector, options: dict | None = None, model: str | None = None) -> str:
     """`<detector>-<key>`: the key hashes the detector, its resolved options and the model."""
-    from .generate import CONFIG_NAME
+    from ..models.generate import CONFIG_NAME
 
     detector = _detector(detector)
     model = model if model is not None else json.loads((Path(folder) / CONFIG_NAME).read_text()).get("model", "")
@@ -101,7 +101,7 @@ def _record(detector, options: dict, model: str) -> dict:
 
 def read_score_rows(folder, detector, options: dict | None = None, model: str | None = None) -> dict[int, dict]:
     """The cached, still valid score rows of `folder`: {manifest index: row}, from every process's file."""
-    from .generate import read_manifest
+    from ..models.generate import read_manifest
 
     stem = score_stem(folder, detector, options, model)
     files = shard_files(Path(folder) / SCORES_DIR, f"{stem}.jsonl")
@@ -160,9 +160,9 @@ def score_folder(pipe, folder, detector, options: dict | None = None, chunk: int
     manifest rows (scored and returned in this order); a chunk is then a run of consecutive indices among them."""
     from tqdm.auto import tqdm
 
-    from .detectors import Samples
-    from .generate import CONFIG_NAME, read_manifest
-    from .representations import load_images, pipeline_resolution
+    from . import Samples
+    from ..models.generate import CONFIG_NAME, read_manifest
+    from ..models.representations import load_images, pipeline_resolution
 
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")

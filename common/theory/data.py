@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .network import hub_reachable
-from .paths import DATA_CACHE
-from .faults import read_npz
-from .results import array_fingerprint, save_npz_atomic
+from ..plumbing.network import hub_reachable
+from ..plumbing.paths import DATA_CACHE
+from ..plumbing.faults import read_npz
+from ..plumbing.results import array_fingerprint, save_npz_atomic
 
 RESOLUTION = 32
 DIM = RESOLUTION * RESOLUTION  # d = 1024

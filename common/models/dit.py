@@ -1,5 +1,5 @@
 """A class-conditional latent DiT (Peebles & Xie 2023) from diffusers' parts: the model a researcher has — e.g.
-facebook/DiT-XL-2-256 — or the one `dit_testbed.py` trains here, behind one object.
+facebook/DiT-XL-2-256 — or the one `testbeds/dit_testbed.py` trains here, behind one object.
 
     model = DiTModel.from_pretrained(folder)        # transformer/, vae/, scheduler/ (DiTPipeline's layout)
     images = sample(model, labels, seeds)           # DDIM with classifier-free guidance, our own loop
@@ -13,7 +13,7 @@ generator). Guidance: ε = ε_∅ + w (ε_c − ε_∅), w = 4 (DiT's `sample.py
 learned σ too (`out_channels` = 2 × 4): its first half is ε.
 
 Why our own sampling loop: `DiTPipeline` hard-codes the null class 1000, so a model with K ≠ 1000 classes needs
-its own; and its CFG batch is [conditional; unconditional], while the steerer (`steering.py`) steers the second
+its own; and its CFG batch is [conditional; unconditional], while the steerer (`steering/steerer.py`) steers the second
 half of diffusers' SD order [unconditional; conditional] — this loop uses the SD order.
 
 The representation of the paper's detector on a transformer: the MLP hidden of one block,

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import REPO_ROOT, portable_name
+from ..plumbing.paths import REPO_ROOT, portable_name
 
 NOTEBOOK_DIRS = ("1-Theory", "2-Application")
 
@@ -49,9 +49,9 @@ class Availability:
 
 def _stable_diffusion() -> Availability:
     """SD v1.4 (its weights and a CUDA GPU) for the paper's default run; else the CPU testbed, trained here
-    once (`common/testbed.py`), stands in. No parameter is passed either way: the notebook's own `MODEL = None`
-    makes the same choice (`pipelines.choose_model`), so the executed notebook keeps its parameter cell as it is."""
-    from .pipelines import stable_diffusion_missing_reason
+    once (`common/testbeds/cpu_testbed.py`), stands in. No parameter is passed either way: the notebook's own `MODEL = None`
+    makes the same choice (`families.choose_model`), so the executed notebook keeps its parameter cell as it is."""
+    from ..models.pipelines import stable_diffusion_missing_reason
 
     missing = stable_diffusion_missing_reason()
     if missing:

@@ -22,10 +22,10 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .faults import move_aside
-from .network import DownloadUnavailableError, download_cached, hub_reachable
-from .paths import PROMPT_CACHE
-from .results import write_json_atomic
+from ..plumbing.faults import move_aside
+from ..plumbing.network import DownloadUnavailableError, download_cached, hub_reachable
+from ..plumbing.paths import PROMPT_CACHE
+from ..plumbing.results import write_json_atomic
 
 MEMORIZED_URL = ("https://raw.githubusercontent.com/YuxinWenRick/diffusion_memorization/HEAD/"
                  "examples/sdv1_500_memorized.jsonl")
@@ -220,20 +220,3 @@ def label_memorization_types(records: list[PromptRecord], labels: list[PromptRec
         labelled.append(replace(record, type=kind))
     return labelled
 
-
-def detection_prompt_sets(model: str, n_mem: int, n_gen: int, mem_source=None, gen_source=None, labels_source=None):
-    """(memorized records, generalized records, where each came from) for the detection notebook.
-
-    SD v1.4 (and random pipelines): the first n_mem of Wen et al.'s captions labelled VM/TM by NeMo, and the
-    first n_gen Gustavosta prompts. The CPU testbed (`testbed.py`): its memorized titles and held-out captions.
-    """
-    from .testbed import detection_prompts, is_testbed
-
-    if is_testbed(model):
-        mem, gen = detection_prompts(model, n_mem, n_gen)
-        return mem, gen, {"mem": "cpu-testbed memorized titles", "gen": "cpu-testbed held-out captions",
-                          "vm_tm": "verbatim by construction (duplicated exact pairs)"}
-    mem = label_memorization_types(load_memorized_prompts(n_mem, mem_source), load_memorization_labels(labels_source))
-    gen = load_generalized_prompts(n_gen, gen_source)
-    return mem, gen, {"mem": str(mem_source or MEMORIZED_URL), "gen": str(gen_source or GENERALIZED_HF_ID),
-                      "vm_tm": str(labels_source or NEMO_LABELS_URL)}

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .hooks import resolve_modules
-from .representations import DETECTION_TIMESTEP, extract_representations
+from ..models.hooks import resolve_modules
+from ..models.representations import DETECTION_TIMESTEP, extract_representations
 
 STEERING_LAYERS = (
     "up_blocks.0.resnets.0",

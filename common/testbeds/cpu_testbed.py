@@ -1,5 +1,5 @@
 """The CPU testbed: a small text-to-image latent diffusion model of Stable Diffusion's layout, trained here on
-captioned scenes with duplicated pairs (`testbed_data.py`), so the application notebooks run and are measured
+captioned scenes with duplicated pairs (`scenes.py`), so the application notebooks run and are measured
 without SD v1.4 or a GPU.
 
     ensure_testbed()  ->  .cache/testbed/cpu-testbed-<config key>/   (trained once, then reused)
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
-from .paths import REPO_CACHE
-from .results import config_key
-from .testbed_data import CAPTION_WORDS, TITLE_WORDS, TestbedData, TestbedDataConfig, build_testbed_data, to_model_space
+from ..plumbing.paths import REPO_CACHE
+from ..plumbing.results import config_key
+from .scenes import CAPTION_WORDS, TITLE_WORDS, TestbedData, TestbedDataConfig, build_testbed_data, to_model_space
 from .training import INFO_NAME, fit, folder_ready, recorded_data_config, thin, write_folder_atomically
 from .training import read_info  # noqa: F401  (part of this module's API: testbed.read_info)
 
@@ -94,7 +94,7 @@ def build_word_tokenizer(words=CAPTION_WORDS + TITLE_WORDS, max_length: int = MA
     """
     from transformers import CLIPTokenizer
 
-    from .pipelines import _byte_level_alphabet
+    from ..models.pipelines import _byte_level_alphabet
 
     alphabet = _byte_level_alphabet()
     vocab = [*alphabet, *(c + "</w>" for c in alphabet)]
@@ -203,7 +203,7 @@ def train_testbed(config: TestbedConfig, folder, progress: bool = True) -> dict:
     """Build the data, train the VAE then the UNet and text encoder, save the pipeline folder. Returns the info."""
     from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 
-    from .pipelines import SD_SCHEDULER_CONFIG
+    from ..models.pipelines import SD_SCHEDULER_CONFIG
 
     t_start = time.perf_counter()
     data = build_testbed_data(config.data)
@@ -288,7 +288,7 @@ def copy_report(generated: torch.Tensor | np.ndarray, data: TestbedData, own: np
     generation then counts as reproducing it only if that image is its nearest neighbour and passes.
     Also the NN distance ratio ‖x − NN₁‖/‖x − NN₂‖ (Gu et al. 2025; < 1/3 = memorized).
     """
-    from .stats import nn_distance_ratio
+    from ..theory.stats import nn_distance_ratio
 
     references = _trained_vectors(data)
     correlation, nearest = pearson_nearest(generated, references)
@@ -315,7 +315,7 @@ def criterion_false_copy_rate(data: TestbedData, threshold: float = COPY_THRESHO
 def detection_prompts(folder, n_mem: int, n_gen: int):
     """(memorized, generalizing) `PromptRecord`s: the memorized titles (index = the image they name; type "VM":
     exact duplicated pairs, verbatim by construction, measured in CPU_testbed.ipynb) and the held-out captions."""
-    from .prompts import PromptRecord
+    from ..models.prompts import PromptRecord
 
     data = load_data(folder)
     mem = [PromptRecord(data.captions[i], index=int(i), type="VM") for i in data.indices("memorized")]
@@ -350,7 +350,7 @@ STEERING_ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 4.0)
 def steering_prompts(folder) -> dict:
     """The testbed's steering task: POS/NEG reference captions differing only in the background (black vs
     white), five held-out captions on a gray background (generalizing) and the first five memorized titles."""
-    from .testbed_data import caption
+    from .scenes import caption
 
     data = load_data(folder)
     name, pos, neg = STEERING_CONCEPT

@@ -8,7 +8,7 @@ in which layers are built and initialised (so `torch.manual_seed(1)` gives the s
 shapes of `state_dict()`, the single seed set *before* the model is built (training draws continue after the
 init's draws), the loaders, the σ sampler in float32, and the order of every random draw. Data, step counts
 and hyperparameters are arguments; the original's progress prints, device moves and figure code are left out.
-Nothing here is fast: `common.dae.train_dae` and `common.toy_diffusion.train_diffusion` are.
+Nothing here is fast: `common.theory.dae.train_dae` and `common.theory.toy_diffusion.train_diffusion` are.
 """
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from .faults import CorruptCacheError, json_problem, move_aside, safetensors_problem
-from .results import to_jsonable, write_json_atomic
+from ..plumbing.faults import CorruptCacheError, json_problem, move_aside, safetensors_problem
+from ..plumbing.results import to_jsonable, write_json_atomic
 
 INFO_NAME = "testbed.json"      # a testbed folder's record: its config, data source, training log
 

@@ -1,8 +1,8 @@
-"""The DiT testbed: a class-conditional latent DiT (`dit.py`) trained here on labelled scenes, where common classes
+"""The DiT testbed: a class-conditional latent DiT (`models/dit.py`) trained here on labelled scenes, where common classes
 have hundreds of images and rare classes one image each, duplicated — as a DiT on a small ImageNet subset copies
 its rare classes — so Table 1's ImageNet (DiT) column is measurable without the paper's model.
 
-Data (`data_source` = "scenes"; the CPU testbed's scene drawer, `testbed_data.py`, 16x16 RGB):
+Data (`data_source` = "scenes"; the CPU testbed's scene drawer, `scenes.py`, 16x16 RGB):
     common  9 classes = (left shape) x (background), 200 scenes each, every other attribute random (colours,
             right shape, sizes, positions, shading): one label, many images -> the model must generalize
     rare    20 classes, one scene each, drawn from the same distribution, repeated 3, 10, 30 or 100 times (5
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import dit
-from .faults import read_npz
+from ..models import dit
+from ..plumbing.faults import read_npz
 from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
-from .paths import REPO_CACHE
-from .results import config_key
-from .testbed_data import BACKGROUNDS, COLORS, SHAPES, _random_scene, draw_scene, to_model_space
-from .training import DuplicatedImages, ensure_trained, fit, recorded_data_config, thin, write_folder_atomically
+from ..plumbing.paths import REPO_CACHE
+from ..plumbing.results import config_key
+from .scenes import BACKGROUNDS, COLORS, SHAPES, _random_scene, draw_scene, to_model_space
+from .training import INFO_NAME, DuplicatedImages, ensure_trained, fit, recorded_data_config, thin, write_folder_atomically
 from .training import read_info  # noqa: F401  (part of this module's API: dit_testbed.read_info)
 
 LABEL = "dit-testbed"
@@ -73,7 +73,7 @@ class DiTDataConfig:
 class DiTTestbedConfig:
     __test__ = False
     data: DiTDataConfig = DiTDataConfig()
-    vae_steps: int = 1000               # the CPU testbed's VAE recipe (`testbed.train_vae`)
+    vae_steps: int = 1000               # the CPU testbed's VAE recipe (`cpu_testbed.train_vae`)
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
@@ -147,7 +147,7 @@ def train_dit_testbed(config: DiTTestbedConfig, folder, progress: bool = True) -
     """Build the data, train the VAE then the DiT, save the folder. Returns the info."""
     from diffusers import AutoencoderKL, DDPMScheduler
 
-    from .testbed import VAE_CONFIG, encode_latents, train_vae
+    from .cpu_testbed import VAE_CONFIG, encode_latents, train_vae
 
     t_start = time.perf_counter()
     data = build_data(config.data)
@@ -194,6 +194,10 @@ def dit_testbed_folder(config: DiTTestbedConfig = DiTTestbedConfig(), root=None)
     return Path(root or CACHE) / f"{LABEL}-{config_key(config.to_dict())}"
 
 
+def is_dit_testbed(model) -> bool:
+    return model is not None and (Path(str(model)) / INFO_NAME).is_file() and dit.is_dit_folder(model)
+
+
 def ensure_dit_testbed(config: DiTTestbedConfig = DiTTestbedConfig(), progress: bool = True, root=None) -> Path:
     """The trained model's folder for `config`: trained on first use, then loaded from the cache; a folder recorded
     with another config, or damaged, is trained again (`training.ensure_trained`)."""
@@ -223,8 +227,8 @@ def cached_samples(folder, labels, seeds, num_steps: int = dit.NUM_INFERENCE_STE
                    progress: bool = True) -> tuple[torch.Tensor, float]:
     """The samples of (labels, seeds) ([N, 3, 16, 16] in [-1, 1]) and the seconds per sample of the run that made
     them; cached in `.cache/generations/<folder>-ddim<steps>-cfg<w>-<plan key>/`."""
-    from .paths import GENERATION_CACHE
-    from .results import save_npz_atomic
+    from ..plumbing.paths import GENERATION_CACHE
+    from ..plumbing.results import save_npz_atomic
 
     labels, seeds = np.asarray(labels), np.asarray(seeds)
     key = config_key({"labels": labels.tolist(), "seeds": seeds.tolist()})

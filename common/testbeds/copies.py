@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .stats import centred, cosine_matrix, nearest_by_cosine, nearest_neighbors
+from ..theory.stats import centred, cosine_matrix, nearest_by_cosine, nearest_neighbors
 
 PEARSON_THRESHOLD = 0.95
 CALIBRATED_L2_THRESHOLD = 0.8

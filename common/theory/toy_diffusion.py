@@ -29,10 +29,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoints, stats
-from .checkpoints import load_official_state, load_safetensors, save_safetensors
+from ..plumbing import checkpoints
+
+from . import stats
+from ..plumbing.checkpoints import load_official_state, load_safetensors, save_safetensors
 from .dae import OPTIMIZERS, make_optimizer
-from .results import array_fingerprint
+from ..plumbing.results import array_fingerprint
 
 
 class DAECond(nn.Module):

@@ -9,13 +9,13 @@ interrupted run loses at most the batch in flight, and a rerun generates only wh
 no duplicate manifest row. A row is done when its image is readable and was made for the prompt now at its
 index; otherwise (a changed prompt list, a deleted file) it is generated again.
 
-**Several processes** (`shard.py`, `python -m common.cli.generate` under `accelerate launch`): each generates its
+**Several processes** (`plumbing/shard.py`, `python -m common.cli.generate` under `accelerate launch`): each generates its
 share (`indices`) and writes its own manifest, `manifest.rank<k>.jsonl`, beside the images; every reader here
 merges all the manifest files of the folder, the newest row of an index winning. So a notebook run after a
 sharded run finds its images. **Faults**: a manifest line that does not parse is dropped (the damaged file is
 kept as `manifest.jsonl.corrupt-<time>`) and its image made again; an unreadable image is moved aside the same way
 and made again; an unreadable `generation.json` is rewritten when the folder's name carries this config's key,
-else the error names the file and the command that clears it (`faults.py`).
+else the error names the file and the command that clears it (`plumbing/faults.py`).
 
 **Seeding.** Prompt i is generated from its own generator, `torch.Generator("cpu").manual_seed(seed + i)`
 (passed to the pipeline as a list, one per prompt), so an image depends on its prompt and seed only — not on
@@ -38,10 +38,10 @@ from typing import Sequence
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .faults import move_aside, read_jsonl
-from .paths import GENERATION_CACHE
-from .results import atomic_path, config_key, to_jsonable, write_json_atomic
-from .shard import merge_newest, shard_files
+from ..plumbing.faults import move_aside, read_jsonl
+from ..plumbing.paths import GENERATION_CACHE
+from ..plumbing.results import atomic_path, config_key, to_jsonable, write_json_atomic
+from ..plumbing.shard import merge_newest, shard_files
 
 NUM_INFERENCE_STEPS = 50
 GUIDANCE_SCALE = 7.5

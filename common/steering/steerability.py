@@ -29,11 +29,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .generate import GenerationConfig, generate_images, generation_folder
-from .paths import GENERATION_CACHE
-from .representations import extract_representations, load_images, pipeline_resolution
-from .results import array_fingerprint, config_key
-from .steering import STEERING_POOLING, STEERING_TIMESTEP, RepresentationSteerer, StepWindow
+from ..models.generate import GenerationConfig, generate_images, generation_folder
+from ..plumbing.paths import GENERATION_CACHE
+from ..models.representations import extract_representations, load_images, pipeline_resolution
+from ..plumbing.results import array_fingerprint, config_key
+from .steerer import STEERING_POOLING, STEERING_TIMESTEP, RepresentationSteerer, StepWindow
 
 # The official task `age_old`: 50 references per side, one prompt each, different initial noise.
 AGE_OLD_POS = ("A high-resolution front-facing portrait of an elderly woman, wrinkles, aged skin texture, gray hair, "
@@ -82,14 +82,6 @@ class SteeringTask:
 
 
 OFFICIAL_TASK = SteeringTask("age_old", AGE_OLD_POS, AGE_OLD_NEG, GEN_PROMPTS, MEM_PROMPTS, ALPHAS)
-
-
-def default_task(model: str) -> SteeringTask:
-    """The official `age_old` task for SD v1.4 (and random pipelines); the CPU testbed's own task (a dark
-    background, its held-out captions and memorized titles) for the testbed."""
-    from .testbed import is_testbed, steering_prompts
-
-    return SteeringTask(**steering_prompts(model)) if is_testbed(model) else OFFICIAL_TASK
 
 
 # ----------------------------------------------------------------------------------------------------

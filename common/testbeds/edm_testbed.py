@@ -1,4 +1,4 @@
-"""The EDM testbed: an unconditional EDM model (`edm.py`) trained here on 32x32 natural-image crops, with
+"""The EDM testbed: an unconditional EDM model (`models/edm.py`) trained here on 32x32 natural-image crops, with
 memorization planted by duplication, so Table 1's CIFAR10 (EDM) column is measurable without the paper's model.
 
 Data (`data_source` = "natural-crops"): random square crops of six colour photographs bundled with
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import edm
-from .faults import read_npz
+from ..models import edm
+from ..plumbing.faults import read_npz
 from .copies import CALIBRATED_L2_THRESHOLD, calibrated_l2, calibrated_l2_false_copy_rate, training_spacing
-from .paths import REPO_CACHE
-from .results import config_key
+from ..plumbing.paths import REPO_CACHE
+from ..plumbing.results import config_key
 from .training import (INFO_NAME, DuplicatedImages, ensure_trained, fit, read_info, recorded_data_config, thin,
                        write_folder_atomically)
 
@@ -258,8 +258,8 @@ def cached_samples(model, n: int, num_steps: int = edm.NUM_STEPS, seed: int = 0,
     [n, 3, H, W] in [-1, 1], and the seconds per sample of the run that made them. Cached beside the generations of
     the SD notebooks (`.cache/generations/<model name>-heun<steps>-seed<seed>/`); a larger n generates only the
     new seeds."""
-    from .paths import GENERATION_CACHE
-    from .results import save_npz_atomic
+    from ..plumbing.paths import GENERATION_CACHE
+    from ..plumbing.results import save_npz_atomic
 
     cache = GENERATION_CACHE / f"{Path(str(model)).name}-heun{num_steps}-seed{seed}" / "samples.npz"
     denoiser = edm.load_denoiser(model)

@@ -1,0 +1,56 @@
+"""The CPU testbed: a small model of SD's layout trained here on captioned scenes with duplicated pairs
+(`testbeds.cpu_testbed`), saved as an ordinary diffusers folder and loaded like a local copy of SD v1.4.
+
+"testbed" names it (trained on first use, then read from the cache); so does its folder. Its prompts are its
+memorized titles and held-out captions; its steering task a dark background; NeMo's reference statistics come from
+its training-pool captions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..models import pipelines
+from ..models.prompts import PromptRecord
+from ..steering.steerability import SteeringTask
+from ..testbeds import cpu_testbed
+from .base import ModelFamily
+from .sd import sd_representation
+
+NAME = "testbed"                 # the model name that means "the CPU testbed of the default config"
+
+
+def owns_model(model: str) -> bool:
+    return model == NAME or cpu_testbed.is_testbed(model)
+
+
+def owns_pipe(pipe) -> bool:
+    """A pipeline loaded from a testbed folder (diffusers records the folder as `name_or_path`)."""
+    return cpu_testbed.is_testbed(getattr(pipe, "name_or_path", None) or None)
+
+
+def resolve(model: str) -> str:
+    return str(cpu_testbed.ensure_testbed()) if model == NAME else str(model)
+
+
+def detection_prompts(model, n_mem, n_gen, mem_source=None, gen_source=None, labels_source=None):
+    """Its memorized titles (verbatim copies by construction) and held-out captions; the sources do not apply."""
+    mem, gen = cpu_testbed.detection_prompts(model, n_mem, n_gen)
+    return mem, gen, {"mem": "cpu-testbed memorized titles", "gen": "cpu-testbed held-out captions",
+                      "vm_tm": "verbatim by construction (duplicated exact pairs)"}
+
+
+def prompt_set(model, which, n=None):
+    """"mem": the memorized titles; "gen": the held-out captions (as `detection_prompts`, without records)."""
+    data = cpu_testbed.load_data(model)
+    texts = ([data.captions[i] for i in data.indices("memorized")] if which == "mem" else list(data.held_out_captions))
+    return texts if n is None else texts[:n]
+
+
+FAMILY = ModelFamily(
+    name="cpu-testbed", interface="sd-pipeline",
+    owns_model=owns_model, owns_pipe=owns_pipe, resolve=resolve,
+    load=pipelines.load_pipeline, label=lambda model: cpu_testbed.TESTBED_LABEL, representation=sd_representation,
+    detection_prompts=detection_prompts, prompt_set=prompt_set,
+    steering_task=lambda model: SteeringTask(**cpu_testbed.steering_prompts(model)),
+    calibration_prompts=lambda model, n=cpu_testbed.N_CALIBRATION: cpu_testbed.calibration_prompts(model, n),
+)

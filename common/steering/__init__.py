@@ -1,0 +1,6 @@
+"""The paper's §4.3: steer a generation by adding α·v to a layer's output, and measure how far each generation moves.
+Imports `plumbing`, `theory` and `models`.
+
+    steerer        add α·v to named UNet outputs during sampling (context manager); concept vectors
+    steerability   the steering task, α sweeps (cached) and how far they move each generation
+"""
