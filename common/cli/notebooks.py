@@ -12,8 +12,8 @@ when one fails it prints one line saying what is missing and skips the notebook;
 name a stand-in (SD v1.4 -> the CPU testbed), which runs with the parameters it returns. SMOKE runs (the tests,
 `make smoke`) apply `smoke_parameters` instead and check nothing.
 
-    python -m common.notebooks                 # all notebooks in place, default parameters: Figs/, results/
-    python -m common.notebooks 1-Theory/ReLU_DAE.ipynb --smoke --out /tmp/x
+    python -m common.cli.notebooks                 # all notebooks in place, default parameters: Figs/, results/
+    python -m common.cli.notebooks 1-Theory/ReLU_DAE.ipynb --smoke --out /tmp/x
 """
 from __future__ import annotations
 

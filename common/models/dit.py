@@ -140,7 +140,7 @@ class DiTModel(nn.Module):
         missing = [p for p in ("transformer", "vae", "scheduler") if not (folder / p).is_dir()]
         if missing:
             raise FileNotFoundError(f"{folder} is not a DiT folder (no {', '.join(missing)}/): train the testbed "
-                                    "with common.dit_testbed.ensure_dit_testbed(), or download a DiTPipeline folder "
+                                    "with common.testbeds.dit_testbed.ensure_dit_testbed(), or download a DiTPipeline folder "
                                     "elsewhere (`huggingface-cli download facebook/DiT-XL-2-256 --local-dir …`)")
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         model = cls(DiTTransformer2DModel.from_pretrained(folder / "transformer"),

@@ -91,7 +91,7 @@ class EDMDenoiser(nn.Module):
         folder = Path(folder)
         if not (folder / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{folder} is not an EDM denoiser folder (no {CONFIG_NAME}): train one with "
-                                    "common.edm_testbed.ensure_edm_testbed(), or point at a folder it wrote")
+                                    "common.testbeds.edm_testbed.ensure_edm_testbed(), or point at a folder it wrote")
         config = json.loads((folder / CONFIG_NAME).read_text())
         unet = UNet2DModel.from_pretrained(folder / "unet")
         model = cls(unet, config["sigma_data"]).eval()

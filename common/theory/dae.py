@@ -19,7 +19,7 @@ In code W₁ᵀ is `encoder.weight` [p, d] and the tie W₂ = W₁ is made in on
 stock torch optimizer. It follows the official training cell's random stream: the seed is set once, before the
 model is built (`build_dae`), and the batch indices and the noise are drawn from the global torch generator in
 the official loop's order, so for one seed it is the official run up to float rounding (tested against
-`common.official`, the cell as written).
+`common.theory.official`, the cell as written).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ zero-initialised (so exp(·) = 1 at the start), and s a learnable scalar skip (i
 `train_diffusion` computes the gradients by hand (no autograd graph) and hands them to the stock torch
 optimizer. It follows the official training cell's random stream: the seed is set once, before the model is
 built (`build_model`), and the batch order, σ and ε are drawn in the official loop's order, so for one seed it is
-the official run up to float rounding (tested against `common.official`, the cell as written, with both on the
+the official run up to float rounding (tested against `common.theory.official`, the cell as written, with both on the
 same GEMM: `GEMM`, MKL's by default).
 `train_diffusion_seeds` trains several seeds at once, each on its own stream, as one batched run.
 """
