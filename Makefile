@@ -16,10 +16,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -qq --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Execute every notebook top to bottom with its default parameters: writes Figs/*.png and results/*.json.
-# Online, the theory notebooks use CelebA as the paper; offline, the LFW stand-in (each says which).
+# Execute every notebook top to bottom with its default parameters: writes Figs/*.png and results/*.json, then the
+# README's summary table from them. Online, the theory notebooks use CelebA as the paper; offline, the LFW stand-in.
 figures: $(STAMP)
 	$(PY) -m common.cli.notebooks
+	$(PY) -m common.cli.summary --write README.md
 
 # Fast tier (default): unit tests and every notebook in SMOKE mode, offline.
 test: $(STAMP)

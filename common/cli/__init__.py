@@ -6,6 +6,7 @@ generation and scoring from the shell, each on one process or sharded over many 
     python -m common.cli.score <generation folder> --detector std     # its scores, cached beside the images
     accelerate launch --multi_gpu --num_processes 8 -m common.cli.generate ...   # split over 8 GPUs
     torchrun --nproc_per_node 2 -m common.cli.score ...               # or over 2 CPU processes (gloo)
+    python -m common.cli.summary --write README.md                    # the README's table from results/*.json
 
 The notebooks stay the way to read and plot: they find what these commands made and do not make it again. Installed
 by `make`, the three are also `dgr-notebooks`, `dgr-generate` and `dgr-score`. This module holds what the commands
