@@ -66,7 +66,7 @@ def official_diffusion(x, cfg):
 
 
 def ensemble_line(x, cfg, seeds: int, repeats: int) -> str:
-    """`seeds` Mem runs trained together against one run, alternating; the issue's target is <= 2x."""
+    """`seeds` Mem runs trained together against one run, alternating; the target is <= 2x."""
     times = {"one": [], "together": []}
     for _ in range(repeats):
         t0 = time.perf_counter()

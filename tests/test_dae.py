@@ -85,7 +85,7 @@ def test_fast_trainer_follows_the_official_cell(cfg):
 @pytest.mark.parametrize("name,cfg,tol", [pytest.param("gen", dae.GEN_CONFIG, 1e-3, marks=pytest.mark.slow),
                                           ("mem", dae.MEM_CONFIG, 1e-2)])
 def test_fast_trainer_against_the_official_cell_on_the_stand_in(name, cfg, tol, standin_faces):
-    """The issue's check: seed 1, 3,000 steps, p = 100 on the face stand-in (RMSprop amplifies the rounding of
+    """The comparison with the official cell: seed 1, 3,000 steps, p = 100 on the face stand-in (RMSprop amplifies the rounding of
     near-zero gradients to ~4e-3; Adam stays ~2e-4)."""
     from common.theory.data import memorization_set
 

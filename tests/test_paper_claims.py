@@ -1,7 +1,7 @@
 """Slow tier: the notebooks at their default (paper) settings reproduce the paper's claims.
 
 Run with `make test-slow` (minutes). Each test executes a notebook into a temporary folder and checks the
-numbers it writes against the acceptance criteria of the corresponding issue.
+numbers it writes against the paper's claim it reproduces.
 """
 import json
 
@@ -35,9 +35,9 @@ def test_relu_dae_memorizes_with_five_copies_and_generalizes_with_templates(tmp_
 
 
 def test_relu_diffusion_memorizing_model_copies_and_generalizing_model_does_not(tmp_path, monkeypatch):
-    """The paper-spec runs (Gen 200k steps; Mem 100k steps at eight seeds in one batched run): about an hour on an
-    AVX2-only 2-core CPU, about half that with AVX-512. Issue 12's Done-when: the headline Mem run is clean and
-    memorizes by the scale-free tests; the Gen run does not."""
+    """The paper-spec runs (Gen 200k steps; Mem 100k steps at eight seeds in one batched run): about 52 minutes on an
+    AVX2 2-core CPU, over 75 on a 2-core AVX-512 one. The headline Mem run is clean and memorizes by the scale-free
+    tests; the Gen run does not."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     r = _run("ReLU_Diffusion", tmp_path, DATA_SOURCE="lfw")
     mem, gen = r["mem"], r["gen"]
@@ -50,7 +50,7 @@ def test_relu_diffusion_memorizing_model_copies_and_generalizing_model_does_not(
 
 
 def test_relu_dae_regimes_holds_the_theorems_against_trained_networks(tmp_path, monkeypatch):
-    """Issue 7's Done-when thresholds, at the notebook's default settings (<= 10 minutes on 2 cores)."""
+    """The regimes notebook's thresholds, at its default settings (<= 10 minutes on 2 cores)."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     r = _run("ReLU_DAE_regimes", tmp_path, DATA_SOURCE="lfw")
     assert r["mog"]["mean_principal_angle_deg"] <= 15
@@ -64,7 +64,7 @@ def test_relu_dae_regimes_holds_the_theorems_against_trained_networks(tmp_path, 
 
 
 def test_cpu_testbed_memorized_captions_copy_and_held_out_captions_do_not(tmp_path, monkeypatch):
-    """Issue 6's ground truth at the default size: trains the testbed from scratch (<= 20 minutes on 2 cores)."""
+    """The CPU testbed's ground truth at the default size: trains the testbed from scratch (<= 20 minutes on 2 cores)."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     r = _run("CPU_testbed", tmp_path, results_name="testbed")
     assert r["memorized_caption_copy_fraction"] >= 0.9

@@ -290,7 +290,7 @@ def _stand_in_mem_set(standin_faces):
                                                        marks=pytest.mark.slow),
                                           ("mem", replace(td.MEM_CONFIG, steps=400), 2e-3)])
 def test_fast_trainer_against_the_official_cell_on_the_stand_in(name, cfg, tol, standin_faces):
-    """The issue's check: seed 1, the paper's model on the face stand-in, ours on the official cell's GEMM (MKL);
+    """The comparison with the official cell: seed 1, the paper's model on the face stand-in, ours on the official cell's GEMM (MKL);
     Gen 3,000 steps, Mem up to its first RMSprop burst (above)."""
     x = _stand_in_mem_set(standin_faces) if name == "mem" else torch.from_numpy(standin_faces.train)
     ours = td.build_model(cfg.seed)
