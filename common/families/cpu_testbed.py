@@ -7,10 +7,7 @@ its training-pool captions.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..models import pipelines
-from ..models.prompts import PromptRecord
 from ..steering.steerability import SteeringTask
 from ..testbeds import cpu_testbed
 from .base import ModelFamily
@@ -40,9 +37,9 @@ def detection_prompts(model, n_mem, n_gen, mem_source=None, gen_source=None, lab
 
 
 def prompt_set(model, which, n=None):
-    """"mem": the memorized titles; "gen": the held-out captions (as `detection_prompts`, without records)."""
-    data = cpu_testbed.load_data(model)
-    texts = ([data.captions[i] for i in data.indices("memorized")] if which == "mem" else list(data.held_out_captions))
+    """"mem": the memorized titles; "gen": the held-out captions (`cpu_testbed.prompt_records`, as texts)."""
+    mem, gen = cpu_testbed.prompt_records(model)
+    texts = [r.prompt for r in (mem if which == "mem" else gen)]
     return texts if n is None else texts[:n]
 
 

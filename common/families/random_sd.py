@@ -6,15 +6,15 @@ about the paper.
 """
 from __future__ import annotations
 
-from ..models import pipelines
-from ..steering.steerability import OFFICIAL_TASK
-from .base import ModelFamily
-from .sd import detection_prompts, prompt_set, sd_representation
+from dataclasses import replace
 
-FAMILY = ModelFamily(
-    name="random-sd", interface="sd-pipeline",
+from ..models import pipelines
+from .sd import FAMILY as SD
+
+# SD's family in all but how its models are named: its prompts, steering task and representation are SD's
+FAMILY = replace(
+    SD, name="random-sd",
     owns_model=lambda model: model in pipelines.RANDOM_MODELS,
     owns_pipe=lambda pipe: False,            # once built it is an SD pipeline like any other (the `sd` family's)
-    load=pipelines.load_pipeline, label=str, representation=sd_representation,
-    detection_prompts=detection_prompts, prompt_set=prompt_set, steering_task=lambda model: OFFICIAL_TASK,
+    label=str,
 )

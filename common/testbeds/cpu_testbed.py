@@ -312,14 +312,20 @@ def criterion_false_copy_rate(data: TestbedData, threshold: float = COPY_THRESHO
 # ----------------------------------------------------------------------------------------------------
 # The testbed's prompt sets for the application notebooks
 # ----------------------------------------------------------------------------------------------------
-def detection_prompts(folder, n_mem: int, n_gen: int):
-    """(memorized, generalizing) `PromptRecord`s: the memorized titles (index = the image they name; type "VM":
-    exact duplicated pairs, verbatim by construction, measured in CPU_testbed.ipynb) and the held-out captions."""
+def prompt_records(folder):
+    """(memorized, generalizing) `PromptRecord`s, all of them: the memorized titles (index = the image they name;
+    type "VM": exact duplicated pairs, verbatim by construction, measured in CPU_testbed.ipynb) and the held-out
+    captions."""
     from ..models.prompts import PromptRecord
 
     data = load_data(folder)
-    mem = [PromptRecord(data.captions[i], index=int(i), type="VM") for i in data.indices("memorized")]
-    gen = [PromptRecord(c) for c in data.held_out_captions]
+    return ([PromptRecord(data.captions[i], index=int(i), type="VM") for i in data.indices("memorized")],
+            [PromptRecord(c) for c in data.held_out_captions])
+
+
+def detection_prompts(folder, n_mem: int, n_gen: int):
+    """The first n_mem memorized titles and n_gen held-out captions (`prompt_records`), saying so when fewer exist."""
+    mem, gen = prompt_records(folder)
     if n_mem > len(mem) or n_gen > len(gen):
         print(f"the CPU testbed has {len(mem)} memorized and {len(gen)} held-out captions: using all "
               f"(asked for {n_mem} + {n_gen})")
