@@ -7,6 +7,7 @@ SMOKE runs of the tests and of `make smoke` save at 100 dpi (a large figure: 0.5
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -31,6 +32,12 @@ PAPER_RC = {
     "axes.grid": False,
     "savefig.bbox": "tight",
 }
+
+
+def file_tag(label: str) -> str:
+    """A data source or model label as a file-name part: "lfw-standin" -> "lfw_standin", "cpu-testbed" ->
+    "cpu_testbed", so every figure's file name says which data and model it shows."""
+    return re.sub(r"[^a-z0-9]+", "_", str(label).lower()).strip("_")
 
 
 def use_paper_style() -> None:

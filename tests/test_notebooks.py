@@ -43,7 +43,7 @@ EXPECTED = {
                  "seconds.cor32", "seconds.hybrid", "seconds.sweep_faces", "seconds.sweep_mog", "seconds.total"],
     },
     "CPU_testbed": {
-        "results": "testbed",        # results/testbed.json
+        "results": "CPU_testbed",
         "figures": ["testbed_data", "testbed_ground_truth", "testbed_dose_response"],
         "keys": ["model", "memorized_caption_copy_fraction", "generalizing_caption_copy_fraction", "copy_threshold",
                  "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate"],

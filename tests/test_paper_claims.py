@@ -66,7 +66,7 @@ def test_relu_dae_regimes_holds_the_theorems_against_trained_networks(tmp_path, 
 def test_cpu_testbed_memorized_captions_copy_and_held_out_captions_do_not(tmp_path, monkeypatch):
     """The CPU testbed's ground truth at the default size: trains the testbed from scratch (<= 20 minutes on 2 cores)."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
-    r = _run("CPU_testbed", tmp_path, results_name="testbed")
+    r = _run("CPU_testbed", tmp_path, results_name="CPU_testbed")
     assert r["memorized_caption_copy_fraction"] >= 0.9
     assert r["generalizing_caption_copy_fraction"] <= 0.1
     assert r["n"]["memorized"] >= 20 and r["n"]["generalizing"] >= 50

@@ -196,7 +196,7 @@ SECTIONS: tuple[tuple[str, Callable[[dict], list[Row]]], ...] = (
     ("ReLU_DAE", relu_dae),
     ("ReLU_Diffusion", relu_diffusion),
     ("ReLU_DAE_regimes", regimes),
-    ("testbed", testbed),
+    ("CPU_testbed", testbed),
     ("SD_compare_reps", sd_compare_reps),
     ("Table1_detection", table1),
     ("DiT_testbed", dit),
