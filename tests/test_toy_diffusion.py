@@ -508,3 +508,22 @@ def test_seed_models_are_cached_per_seed_and_reused_only_for_the_same_seed_set(t
     _, infos3 = td.train_or_load_seeds(x, cfg, (1, 2, 3), hidden=16, cache_dir=tmp_path, progress=False)
     assert not any(i["cached"] for i in infos3)
     assert len(list(tmp_path.glob("*.safetensors"))) == 5
+
+
+def test_gain_along_live_units_is_the_models_gain_on_a_stored_direction():
+    """A hand-built model: two live rows (norms 0.8 and 0.5) and dead ones, a time MLP whose last layer gives
+    log-scale 0.3 on every unit, skip 0.1. The gain is ‖w‖² e^0.3 + 0.1 per live unit, and it is what the model
+    does to an input along that row (when that row alone responds)."""
+    model = td.DAECond(d=4, hidden=3)
+    with torch.no_grad():
+        model.encoder.weight.copy_(torch.tensor([[0.8, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, -1e-3, 0]]))
+        model.time_mlp[2].weight.zero_()
+        model.time_mlp[2].bias.fill_(0.3)
+        model.skip.fill_(0.1)
+    gain = td.gain_along_live_units(model, sigma=0.2)
+    expected = np.array([0.64, 0.25]) * np.exp(0.3) + 0.1
+    np.testing.assert_allclose(gain, expected, rtol=1e-6)
+    x = torch.tensor([[0.0, 3.0, 0, 0]])                        # along the second row only
+    with torch.no_grad():
+        out = model(x, torch.tensor([0.2]))
+    np.testing.assert_allclose(out.numpy(), gain[1] * x.numpy(), rtol=1e-6)

@@ -399,6 +399,17 @@ def mem_run_state(model: DAECond, x_train, live_norm: float = 0.1, face_cos: flo
             "state": "ghost" if has_triangle else "extra units" if len(rows) > 2 * len(x_train) else "clean"}
 
 
+@torch.no_grad()
+def gain_along_live_units(model: DAECond, sigma: float, live_norm: float = 0.1) -> np.ndarray:
+    """g(σ) = ‖w‖² exp(MLP(log σ)) + s for each live unit (row norm > `live_norm`): the model's gain along a
+    stored direction w/‖w‖ when that unit alone responds to it, x̂0(c·w/‖w‖, σ) = g(σ) · c·w/‖w‖. A gain ≤ 1
+    never grows the sampler's small projection on a stored face back to the face's norm. Returns [live]."""
+    W = model.encoder.weight.detach()                                    # [p, d]
+    live = W.norm(dim=1) > live_norm
+    scale = model.time_scale(torch.full((1, 1), float(sigma)))[0, live]  # [live]
+    return (W[live].norm(dim=1) ** 2 * scale).numpy() + float(model.skip)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------
@@ -488,4 +499,4 @@ def train_or_load_seeds(x_train, cfg: DiffusionTrainConfig, seeds, hidden: int =
 __all__ = ["DAECond", "build_model", "DiffusionTrainConfig", "MEM_CONFIG", "GEN_CONFIG", "train_diffusion",
            "train_diffusion_seeds", "diffusion_grads", "matmul", "GEMMS", "DEFAULT_GEMM", "set_gemm", "use_gemm",
            "sigma_schedule", "ve_sample", "save_model", "load_model", "train_or_load", "train_or_load_seeds",
-           "mem_run_state", "OPTIMIZERS"]
+           "mem_run_state", "gain_along_live_units", "OPTIMIZERS"]
