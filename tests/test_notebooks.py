@@ -326,3 +326,21 @@ def test_runner_names_the_notebook_portably_in_its_metadata(tmp_path):
     run_notebook(tmp_path / "a.ipynb", tmp_path / "b.ipynb", timeout=120)
     saved = nbformat.read(tmp_path / "b.ipynb", as_version=4)
     assert (saved.metadata.papermill.input_path, saved.metadata.papermill.output_path) == ("a.ipynb", "b.ipynb")
+
+
+def test_an_in_place_run_of_a_repo_notebook_records_its_time(tmp_path):
+    """`results/make_figures.json` keeps the last wall time of each repo notebook; a notebook elsewhere (a test's,
+    a user's copy) is not recorded."""
+    root = tmp_path / "repo"
+    (root / "1-Theory").mkdir(parents=True)
+    for name in ("A", "B"):
+        write_notebook(root / "1-Theory" / f"{name}.ipynb", [])
+    results_dir = root / "results"
+    assert notebooks.record_time(root / "1-Theory" / "A.ipynb", 12.34, results_dir, root)
+    assert notebooks.record_time(root / "1-Theory" / "B.ipynb", 5.0, results_dir, root)
+    assert notebooks.record_time(root / "1-Theory" / "A.ipynb", 7.06, results_dir, root)
+    record = json.loads((results_dir / "make_figures.json").read_text())
+    assert record["seconds"] == {"A": 7.1, "B": 5.0}
+    assert record["threads"] >= 1 and record["cpu_count"] >= 1 and record["cpu"]
+    assert not notebooks.record_time(write_notebook(tmp_path / "C.ipynb", []), 1.0, results_dir, root)
+    assert "C" not in json.loads((results_dir / "make_figures.json").read_text())["seconds"]

@@ -26,6 +26,25 @@ def test_summary_table_is_a_fresh_render_of_the_results():
         "README's summary table is out of date: run `python -m common.cli.summary --write README.md`"
 
 
+def test_run_times_are_a_fresh_render_of_the_results():
+    committed = summary.between_markers(README.read_text(), summary.TIMES_START, summary.TIMES_END)
+    assert committed == summary.render_times(ROOT / "results"), \
+        "README's run times are out of date: run `python -m common.cli.summary --write README.md`"
+
+
+def test_run_times_read_the_runner_record_and_each_notebooks_training(tmp_path):
+    (tmp_path / "make_figures.json").write_text(
+        '{"seconds": {"ReLU_DAE": 9.4, "CPU_testbed": 754.0}, "cpu": "AVX512", "threads": 2, "cpu_count": 2}')
+    (tmp_path / "ReLU_DAE.json").write_text('{"train_seconds": {"mem": 22.1, "gen": 285.7}}')
+    (tmp_path / "CPU_testbed.json").write_text('{"train_seconds": 3864.8}')
+    table = summary.render_times(tmp_path)
+    assert "| `ReLU_DAE` | 9 s | 5 min |" in table                  # 307.8 s of training
+    assert "| `CPU_testbed` | 13 min | 64 min |" in table
+    assert "| `EDM_testbed` | — | — |" in table                     # no run recorded, no JSON
+    assert "| all | 13 min | |" in table                            # 763.4 s
+    assert "2 cores (AVX512), 2 torch threads" in table
+
+
 def test_replace_between_markers_keeps_the_rest():
     text = f"head\n{summary.START}\nold\n{summary.END}\ntail\n"
     assert summary.replace_between_markers(text, "new\n") == f"head\n{summary.START}\nnew\n{summary.END}\ntail\n"

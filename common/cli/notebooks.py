@@ -14,6 +14,9 @@ name a stand-in (SD v1.4 -> the CPU testbed), which runs with the parameters it 
 
     python -m common.cli.notebooks                 # all notebooks in place, default parameters: Figs/, results/
     python -m common.cli.notebooks 1-Theory/ReLU_DAE.ipynb --smoke --out /tmp/x
+
+An in-place run of a repo notebook records its wall time in `results/make_figures.json` (`record_time`), from which
+the README's table of run times is generated (`common.cli.summary`).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..plumbing.paths import REPO_ROOT, portable_name
+from ..plumbing.paths import REPO_ROOT, RESULTS_DIR, portable_name
 
 NOTEBOOK_DIRS = ("1-Theory", "2-Application")
 
@@ -151,6 +154,28 @@ def run_notebook(path: Path, output: Path | None = None, parameters: dict | None
     return executed
 
 
+TIMES_NAME = "make_figures"          # results/make_figures.json: the wall time of each notebook's last in-place run
+
+
+def record_time(notebook: Path, seconds: float, results_dir: Path = RESULTS_DIR, root: Path = REPO_ROOT) -> bool:
+    """Record `seconds` for a repo notebook run in place, with the CPU and thread count it ran on; other
+    notebooks' entries are kept. A notebook outside the repo's notebook folders is not recorded (returns False)."""
+    notebook = Path(notebook).resolve()
+    if notebook.parent.name not in NOTEBOOK_DIRS or notebook.parent.parent != Path(root).resolve():
+        return False
+    import torch
+
+    from ..plumbing.results import write_results
+
+    path = Path(results_dir) / f"{TIMES_NAME}.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    record.setdefault("seconds", {})[notebook.stem] = round(seconds, 1)
+    record.update(cpu=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
+                  cpu_count=os.cpu_count())
+    write_results(TIMES_NAME, record, results_dir)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of the repo")
@@ -182,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(nb)
             print(f"!! {nb} failed: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r}", flush=True)
             continue
-        print(f"== {nb} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        seconds = time.perf_counter() - t0
+        print(f"== {nb} done in {seconds:.0f} s", flush=True)
+        if not args.smoke:
+            record_time(nb, seconds)
     if failed:
         print(f"{len(failed)} notebook(s) failed: {', '.join(map(str, failed))}", file=sys.stderr)
     return 1 if failed else 0

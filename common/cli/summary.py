@@ -2,7 +2,10 @@
 `results/*.json` (what `make figures` writes), never typed by hand.
 
     python -m common.cli.summary                     # print the table (Markdown)
-    python -m common.cli.summary --write README.md   # replace what lies between the README's summary markers
+    python -m common.cli.summary --write README.md   # replace what lies between the README's markers
+
+The same command renders the README's table of run times (between the `times` markers) from
+`results/make_figures.json`, which the notebook runner writes, and the training times each notebook's JSON records.
 
 The paper's Table 1 is `detectors.base.PAPER_TABLE1`; its other numbers and claims are `PAPER` below. The "run on"
 column comes from each JSON's `model` or `data_source` field, so a number measured on a stand-in says so.
@@ -19,6 +22,7 @@ from ..detectors.base import PAPER_ROW_NAMES, PAPER_TABLE1
 from ..plumbing.paths import RESULTS_DIR
 
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
+TIMES_START, TIMES_END = "<!-- times:start -->", "<!-- times:end -->"
 
 # The paper's numbers and claims beyond Table 1, with where each stands (figure numbers: ICLR camera-ready).
 # A value marked † is read off the figure the official repository releases for that notebook (the paper prints
@@ -230,17 +234,68 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
     return "\n".join(lines) + "\n\n" + NOTE + "\n"
 
 
-def replace_between_markers(text: str, table: str) -> str:
-    """`text` with what lies between START and END replaced by `table`; an error if the markers are missing."""
-    head, start, rest = text.partition(START)
-    _, end, tail = rest.partition(END)
-    if not start or not end:
-        raise ValueError(f"the markers {START} and {END} are not both in the file")
-    return f"{head}{START}\n{table}{END}{tail}"
+# ----------------------------------------------------------------------------------------------------
+# Run times: the last in-place run of each notebook, and the training its JSON records
+# ----------------------------------------------------------------------------------------------------
+def _sum(*values):
+    return None if any(v is None for v in values) else sum(values)
 
 
-def between_markers(text: str) -> str:
-    return text.partition(START)[2].partition(END)[0].removeprefix("\n")
+# Seconds of training each notebook's models took when they were trained (the JSON keeps it when a later run loads
+# them from the cache), or a few words where the notebook trains nothing of its own or retrains every run.
+TRAINING: dict[str, Callable[[dict], float | str | None]] = {
+    "ReLU_DAE": lambda r: _sum(r["train_seconds"]["mem"], r["train_seconds"]["gen"]),
+    "ReLU_Diffusion": lambda r: r["train_seconds"]["total"],
+    "ReLU_DAE_regimes": lambda r: "retrains every run",
+    "CPU_testbed": lambda r: r["train_seconds"],
+    "SD_compare_reps": lambda r: "the CPU testbed's",
+    "Table1_detection": lambda r: "the CPU testbed's",
+    "DiT_testbed": lambda r: r["train_seconds"],
+    "EDM_testbed": lambda r: r["train_seconds"],
+    "SD_steering": lambda r: "the CPU testbed's",
+}
+
+
+def minutes(seconds) -> str:
+    if seconds is None:
+        return "—"
+    if isinstance(seconds, str):
+        return seconds
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def render_times(results_dir: Path = RESULTS_DIR) -> str:
+    """Each notebook's wall time in the last `make figures` (its models and generations cached or not, as that
+    run found them) and the training time its JSON records, in Markdown."""
+    path = Path(results_dir) / "make_figures.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    wall = record.get("seconds", {})
+    lines = ["| notebook | last `make figures` | training, when not cached |", "|---|---|---|"]
+    for stem, _ in SECTIONS:
+        result = Path(results_dir) / f"{stem}.json"
+        try:
+            trained = TRAINING[stem](json.loads(result.read_text())) if result.is_file() else None
+        except (KeyError, TypeError):
+            trained = None
+        lines.append(f"| `{stem}` | {minutes(wall.get(stem))} | {minutes(trained)} |")
+    total = sum(wall.get(stem, 0) for stem, _ in SECTIONS)
+    lines.append(f"| all | {minutes(total) if wall else '—'} | |")
+    machine = (f"{record.get('cpu_count')} cores ({record.get('cpu', '?')}), {record.get('threads')} torch threads"
+               if record else "not recorded yet")
+    return "\n".join(lines) + f"\n\nMachine of the last run: {machine}.\n"
+
+
+def replace_between_markers(text: str, table: str, start: str = START, end: str = END) -> str:
+    """`text` with what lies between `start` and `end` replaced by `table`; an error if the markers are missing."""
+    head, found_start, rest = text.partition(start)
+    _, found_end, tail = rest.partition(end)
+    if not found_start or not found_end:
+        raise ValueError(f"the markers {start} and {end} are not both in the file")
+    return f"{head}{start}\n{table}{end}{tail}"
+
+
+def between_markers(text: str, start: str = START, end: str = END) -> str:
+    return text.partition(start)[2].partition(end)[0].removeprefix("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -251,10 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     table = render(args.results)
     if args.write is None:
-        print(table, end="")
+        print(table + "\n" + render_times(args.results), end="")
     else:
-        args.write.write_text(replace_between_markers(args.write.read_text(), table))
-        print(f"{args.write}: summary table written ({len(table.splitlines()) - 4} rows)")
+        text = replace_between_markers(args.write.read_text(), table)
+        text = replace_between_markers(text, render_times(args.results), TIMES_START, TIMES_END)
+        args.write.write_text(text)
+        print(f"{args.write}: summary table ({len(table.splitlines()) - 4} rows) and run times written")
     return 0
 
 
