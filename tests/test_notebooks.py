@@ -35,8 +35,8 @@ EXPECTED = {
                  "mem_clean_fraction", "train_seconds.mem", "train_seconds.gen", "train_seconds.total"],
     },
     "ReLU_DAE_regimes": {
-        "figures": ["regimes_mog_blocks", "regimes_cor32_columns", "regimes_cor32", "regimes_hybrid",
-                    "regimes_transition", "regimes_convergence"],
+        "figures": ["fig4_mog_blocks", "cor32_columns_lfw_standin", "cor32_closed_form_lfw_standin",
+                    "fig6_hybrid_regime", "transition_faces_and_mog", "transition_convergence"],
         "keys": ["data_source", "mog.mean_principal_angle_deg", "cor32.max_rel_norm_error",
                  "hybrid.duplicated_with_copy_column_fraction", "hybrid.rep_std_duplicated", "hybrid.rep_std_other",
                  "sweep.n", "sweep.copy_fraction", "sweep_mog.n", "sweep_mog.copy_fraction", "seconds.mog",
