@@ -127,3 +127,36 @@ def plot_score_densities(ax, scores: dict, colors: dict | None = None, alpha: fl
     ax.grid(True, alpha=0.25)
     ax.legend(handles=[Patch(facecolor=colors.get(k), edgecolor=colors.get(k), alpha=alpha, label=k) for k in scores],
               loc="upper right", frameon=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layout helpers: legends off the data, ticks at the plotted values
+# ----------------------------------------------------------------------------------------------------
+def legend_outside(ax, side: str = "right", **kwargs):
+    """Redraw `ax`'s legend (same handles and labels) outside the axes, so it hides no data: "right" (beside
+    the axes, top-aligned) or "top" (above, in one row). Returns the new legend."""
+    legend = ax.get_legend()
+    if legend is None:
+        handles, labels = ax.get_legend_handles_labels()
+        title = None
+    else:
+        handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+        title = legend.get_title().get_text() or None
+    if side == "right":
+        place = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    elif side == "top":
+        place = dict(loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=len(handles), borderaxespad=0.0)
+    else:
+        raise ValueError(f"side must be 'right' or 'top', not {side!r}")
+    return ax.legend(handles, labels, title=title, **{"frameon": False, **place, **kwargs})
+
+
+def set_plain_ticks(ax, values, axis: str = "x", fmt: str = "{:g}") -> None:
+    """Ticks at `values` on a (log) axis, labelled plainly ("0.2", "1", "5"), minor labels off: no "2×10⁻¹"
+    labels running into each other."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_ticks(list(values), labels=[fmt.format(v) for v in values])
+    target.set_minor_locator(NullLocator())
+    target.set_minor_formatter(NullFormatter())

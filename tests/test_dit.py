@@ -226,3 +226,27 @@ def test_default_dit_testbed_trained_from_scratch_copies_its_rare_classes(tmp_pa
     assert dose[30]["copy_fraction"] > 0.5
     common = ~truth["rare"]
     assert truth["copies"][common].mean() < 0.1
+
+
+def test_dit_steering_groups_move_with_alpha_from_an_unsteered_baseline():
+    """steer_dit_groups at α = 0 is plain sampling; α > 0 moves the images; moved and the ratio are the pixel
+    measure per group, written out; the concept vector is the token-mean hidden averaged over the images."""
+    from common.steering import dit_steering, steerability
+
+    model = tiny_model(num_classes=5)
+    layers = [dit.ff_layer(1)]
+    images = dit.sample(model, [2, 2, 2], [7, 8, 9], num_steps=2)                         # [3, 3, 16, 16]
+    vectors = dit_steering.dit_concept_vectors(model, images, layers, timestep=50, label=2)
+    expected = reps.extract_dit_representations(model, images, layers, 50, ["spatial_mean"], labels=2)
+    np.testing.assert_allclose(vectors[layers[0]], expected[layers[0]]["spatial_mean"].mean(axis=0))
+    groups = {"mem": (np.array([0, 1]), np.array([0, 1])), "gen": (np.array([3]), np.array([5]))}
+    window = StepWindow.last(4, last_n=2, skip_last=1)
+    steered = dit_steering.steer_dit_groups(model, {k: 50 * v for k, v in vectors.items()}, (0.0, 1.0), window,
+                                            groups, num_steps=4, guidance_scale=2.0)
+    torch.testing.assert_close(steered["mem", 0.0], dit.sample(model, [0, 1], [0, 1], 4, 2.0))
+    moved = dit_steering.moved_per_alpha(steered, (0.0, 1.0))
+    assert moved["mem"][0] == 0.0 and moved["mem"][1] > 0 and moved["gen"][1] > 0
+    assert moved["gen"][1] == pytest.approx(float(steerability.pixel_change(steered["gen", 1.0],
+                                                                            steered["gen", 0.0]).mean()))
+    ratios = dit_steering.ratio_per_alpha(moved, "mem", "gen", (0.0, 1.0))
+    assert ratios[0.0] is None and ratios[1.0] == pytest.approx(moved["mem"][1] / moved["gen"][1])

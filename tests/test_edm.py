@@ -214,6 +214,48 @@ def test_lid_ve_form_on_a_linear_denoiser():
     np.testing.assert_allclose(many, exact, rtol=0.02)
 
 
+def test_jacobian_spectrum_of_linear_denoisers_is_their_svd_rank_and_alignment():
+    """D = A x: the singular values are A's; D = c I has effective rank D; D = u uᵀ x (rank one, u the
+    mean-removed sample direction) has effective rank 1 and |cos(top vector, sample)| = 1 (App. B.3)."""
+    model = LinearDenoiser(12)
+    x = torch.randn(3, 2, 2, generator=torch.Generator().manual_seed(2))
+    out = lid.jacobian_spectrum(lambda rows: model(rows, 0.1), x)
+    expected = torch.linalg.svdvals(model.A.detach().double()).numpy()
+    np.testing.assert_allclose(out["singular_values"], expected, rtol=1e-6)
+    assert out["effective_rank"] == pytest.approx(expected.sum() ** 2 / (expected ** 2).sum(), rel=1e-9)
+    scaled = lid.jacobian_spectrum(lambda rows: 0.5 * rows, x)
+    assert scaled["effective_rank"] == pytest.approx(12.0)
+    u = (x - x.mean()).flatten() / (x - x.mean()).norm()                                     # [12]
+    rank_one = lid.jacobian_spectrum(lambda rows: ((rows.flatten(1) @ u)[:, None] * u).reshape(rows.shape), x)
+    assert rank_one["effective_rank"] == pytest.approx(1.0, abs=1e-6)
+    assert rank_one["top_vector_cos_with_sample"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sweep_auroc_scores_every_cell_and_its_table_lists_them():
+    """A fake extractor whose Mem representations are spikier in layer "a" only: AUROC 1 there, 0.5 where the
+    sets are identical; keys "layer|level|pooling", one extraction per set and level."""
+    from common.detectors import std
+
+    calls = []
+
+    def extract(images, layers, level, poolings):
+        calls.append((len(images), level))
+        spiky = images[:, :1] * level                                                         # [N, 1]
+        base = np.tile(np.linspace(0, 1, 8), (len(images), 1))                                 # [N, 8]
+        return {"a": {p: base + np.c_[spiky, np.zeros((len(images), 7))] for p in poolings},
+                "b": {p: base for p in poolings}}
+
+    sets = {"Mem": np.full((4, 1), 10.0), "Gen": np.zeros((5, 1))}
+    sweep = std.sweep_auroc(extract, sets, ["a", "b"], [1, 2], ["max", "mean"])
+    assert list(sweep) == [f"{layer}|{level}|{p}" for level in (1, 2) for layer in "ab" for p in ("max", "mean")]
+    assert all(sweep[f"a|{level}|{p}"] == 1.0 for level in (1, 2) for p in ("max", "mean"))
+    assert all(sweep[f"b|{level}|{p}"] == 0.5 for level in (1, 2) for p in ("max", "mean"))
+    assert calls == [(4, 1), (5, 1), (4, 2), (5, 2)]
+    table = std.sweep_table(sweep, ["a", "b"], [1, 2], ["max", "mean"], level_name="t").splitlines()
+    assert len(table) == 5 and table[0].split() == ["layer", "t", "max", "mean"]
+    assert table[1].split() == ["a", "1", "1.000", "1.000"]
+
+
 def test_lid_detector_on_edm_scores_minus_flipd_and_refuses_a_prompt(smoke_denoiser):
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
     scores = detectors.get("lid").score(smoke_denoiser, detectors.Samples(images), trace="hutchinson")

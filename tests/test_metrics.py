@@ -84,3 +84,11 @@ def test_detection_summary_keys_and_empty_sets():
                  "tpr_at_1pct_fpr_ci": (1.0, 1.0), "tpr_at_1pct_fpr_official": 1.0}
     with pytest.raises(ValueError, match="empty"):
         metrics.auroc([], [1.0])
+
+
+def test_median_index_picks_the_typical_score_not_the_extreme_one():
+    assert metrics.median_index([5.0, 1.0, 3.0]) == 2                       # sorted 1, 3, 5: the 3
+    assert metrics.median_index([4.0, 1.0, 3.0, 2.0]) == 3                  # even count: the lower middle (2)
+    assert metrics.median_index([7.0]) == 0
+    with pytest.raises(ValueError, match="empty"):
+        metrics.median_index([])

@@ -49,14 +49,16 @@ EXPECTED = {
                  "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate"],
     },
     "EDM_testbed": {
-        "figures": ["edm_data", "edm_ground_truth", "edm_reps", "edm_separation", "edm_roc", "edm_jacobian"],
+        "figures": ["edm_testbed_data", "edm_testbed_ground_truth", "appC2_reps_edm_testbed",
+                    "appC2_separation_edm_testbed", "edm_testbed_roc", "appB3_jacobian_edm_testbed"],
         "keys": ["model", "data_source", "train_seconds", "n_memorized", "n_generalized", "criterion_false_copy_rate",
                  "dose_response", *[f"cifar10.{method}.{key}" for method in ("std", "lid")
                                     for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "seconds_per_sample",
                                                 "prompt_free")], "cifar10.lid.probe_scheme", "sweep", "jacobian.Mem.effective_rank"],
     },
     "DiT_testbed": {
-        "figures": ["dit_data", "dit_ground_truth", "dit_reps", "dit_roc", "dit_steering"],
+        "figures": ["dit_testbed_data", "dit_testbed_ground_truth", "fig5_reps_dit_testbed", "dit_testbed_roc",
+                    "dit_testbed_steering"],
         "keys": ["model", "data_source", "train_seconds", "rare_copy_fraction", "common_copy_fraction",
                  "criterion_false_copy_rate", "dose_response", "n_mem", "n_gen", "detector.layer",
                  *[f"{group}.{method}.{key}" for group in ("imagenet", "class_label") for method in ("std", "lid")

@@ -251,3 +251,17 @@ LID_CONDITIONAL = Detector("lid-cond", "Ross et al. LID (FLIPD), caption", "lid"
                            score_fn=lid_score, options={"conditional": True, "probe_scheme": PROBE_SCHEME},
                            description=f"−FLIPD at t₀ = 0.01 of the VAE latent mean, conditioned on the caption; "
                                        f"{_PROBES}")
+
+
+def jacobian_spectrum(denoiser_fn: Callable, x: torch.Tensor) -> dict:
+    """The paper's Appendix B.3 measurement of a denoiser around one sample x [C, H, W] (D entries): the full
+    Jacobian J = ∂D/∂x [D, D] (`jacobian`, D backward passes), its singular values s (descending, float64 [D]),
+    the effective rank (Σs)² / Σs² (a participation ratio: D for J ∝ I, 1 for rank one) and |cos| between its top
+    left singular vector and the mean-removed sample (≈ 1 when D maps the neighbourhood onto the sample itself).
+    denoiser_fn maps a batch [R, C, H, W] to [R, C, H, W] (e.g. `lambda rows: denoiser(rows, sigma)`)."""
+    J = jacobian(denoiser_fn, x)                                                        # [D, D]
+    U, S, _ = torch.linalg.svd(J)                                                       # [D, D], [D]
+    sample = x.double().flatten() - x.double().mean()                                   # [D]
+    return {"singular_values": S.numpy(),
+            "top_vector_cos_with_sample": float((U[:, 0] @ sample).abs() / sample.norm()),
+            "effective_rank": float(S.sum() ** 2 / (S ** 2).sum())}

@@ -94,3 +94,10 @@ def detection_summary(positive_scores, negative_scores, n_boot: int = 1000, seed
         "tpr_at_1pct_fpr_ci": bootstrap_ci(tpr_at_fpr, pos, neg, n_boot, seed=seed),
         "tpr_at_1pct_fpr_official": tpr_at_fpr_official(pos, neg),
     }
+
+
+def median_index(scores) -> int:
+    """The index of the set's median score (the lower middle one for an even count): the rule that picks a
+    group's typical sample for an example figure, fixed before looking at the result (not its most extreme)."""
+    values = _scores(scores)
+    return int(np.argsort(values, kind="stable")[(len(values) - 1) // 2])
