@@ -87,7 +87,7 @@ def plot_representations(ax, reps: dict, colors: dict | None = None, offset: flo
 
 
 # ----------------------------------------------------------------------------------------------------
-# Stable Diffusion figures (Fig 6a/6b): the official SD notebook's size and larger fonts
+# Stable Diffusion figures (Fig 5, right): the official SD notebook's size and larger fonts
 # ----------------------------------------------------------------------------------------------------
 SD_FIGSIZE = (10.8, 5.2)
 SD_RC = {"axes.titlesize": 28, "axes.labelsize": 24, "xtick.labelsize": 20, "ytick.labelsize": 20,
@@ -95,7 +95,7 @@ SD_RC = {"axes.titlesize": 28, "axes.labelsize": 24, "xtick.labelsize": 20, "yti
 
 
 def plot_representation_lines(ax, reps: dict, colors: dict | None = None) -> None:
-    """Fig 6a style: each pooled representation h [p] as a line over its dimensions, std in the legend."""
+    """Fig 5 (right) style: each pooled representation h [p] as a line over its dimensions, std in the legend."""
     colors = colors or {"Mem": MEM_COLOR, "Gen": GEN_COLOR}
     for label, h in reps.items():
         h = np.asarray(h, dtype=np.float64)
@@ -108,7 +108,7 @@ def plot_representation_lines(ax, reps: dict, colors: dict | None = None) -> Non
 
 
 def plot_score_densities(ax, scores: dict, colors: dict | None = None, alpha: float = 0.7) -> None:
-    """Fig 6b style (official notebook): filled KDEs of each set's scores, normalised per set (seaborn,
+    """The separation figure of Fig 5 (right) (official notebook): filled KDEs of each set's scores, normalised per set (seaborn,
     `common_norm=False`, `cut=0`); x range = the pooled 1-99% quantiles padded by 6%."""
     import seaborn as sns
     from matplotlib.patches import Patch
@@ -160,3 +160,97 @@ def set_plain_ticks(ax, values, axis: str = "x", fmt: str = "{:g}") -> None:
     target.set_ticks(list(values), labels=[fmt.format(v) for v in values])
     target.set_minor_locator(NullLocator())
     target.set_minor_formatter(NullFormatter())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Table 1: ROC curves of every detector (Table1_detection.ipynb)
+# ----------------------------------------------------------------------------------------------------
+# One colour, marker and width per detector. The std detector keeps royalblue (its colour in every figure); no
+# other detector is blue or red (crimson is the generalized set's). Prompt-based methods are dashed. Wider lines
+# are drawn first, so a curve that coincides with another still shows around it.
+DETECTOR_STYLES = {
+    "carlini": dict(color="black", marker="o", linewidth=5.0, alpha=0.55),
+    "wen": dict(color="darkorange", marker="D", linewidth=2.0),
+    "wen-4x50": dict(color="goldenrod", marker="v", linewidth=2.0),
+    "nemo": dict(color="forestgreen", marker="s", linewidth=3.2),
+    "nemo-ssim": dict(color="darkmagenta", marker="^", linewidth=1.8),
+    "lid": dict(color="saddlebrown", marker="x", linewidth=2.0),
+    "lid-cond": dict(color="gray", marker="P", linewidth=2.0),
+    "std": dict(color=MEM_COLOR, marker=None, linewidth=3.0),
+}
+
+
+def _roc_step(fpr: np.ndarray, tpr: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The ROC curve as a step function: the highest TPR reached at an FPR ≤ each grid value."""
+    order = np.argsort(fpr, kind="stable")
+    best = np.maximum.accumulate(np.asarray(tpr, dtype=np.float64)[order])
+    at = np.searchsorted(np.asarray(fpr, dtype=np.float64)[order], grid, side="right") - 1
+    return np.where(at >= 0, best[np.clip(at, 0, None)], 0.0)
+
+
+def coinciding_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, str]:
+    """{name: the earlier name whose ROC curve is the same} for each curve that repeats an earlier one (the same
+    step function, however many thresholds each has)."""
+    grid = np.unique(np.concatenate([np.asarray(fpr, dtype=np.float64) for fpr, _ in curves.values()]))
+    steps = {name: _roc_step(fpr, tpr, grid) for name, (fpr, tpr) in curves.items()}
+    same = {}
+    for i, name in enumerate(curves):
+        for other in list(curves)[:i]:
+            if other not in same and np.allclose(steps[name], steps[other]):
+                same[name] = other
+                break
+    return same
+
+
+def plot_detector_rocs(ax, curves: dict[str, tuple[np.ndarray, np.ndarray]], labels: dict[str, str],
+                       prompt_free: dict[str, bool], max_fpr: float = 0.01) -> dict[str, str]:
+    """Table 1's ROC curves (FPR, TPR) of every detector on one axis, FPR on a symlog axis (linear below `max_fpr`,
+    marked by a dotted line) and the legend outside the axes on the right. A curve identical to an earlier one
+    says so in its legend entry. Returns `coinciding_curves(curves)`."""
+    same = coinciding_curves(curves)
+    order = sorted(curves, key=lambda n: -DETECTOR_STYLES.get(n, {}).get("linewidth", 2.0))    # wide ones first
+    lines = {}
+    for name in order:
+        fpr, tpr = curves[name]
+        style = {"color": "dimgray", "marker": ".", "linewidth": 2.0, **DETECTOR_STYLES.get(name, {})}
+        (lines[name],) = ax.plot(fpr, tpr, linestyle="-" if prompt_free[name] else "--", markevery=0.08,
+                                 markersize=7, zorder=3 if name == "std" else 2, **style)
+    ax.axvline(max_fpr, color="black", linestyle=":", linewidth=1.2)
+    ax.set_xscale("symlog", linthresh=max_fpr)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("False positive rate (Gen flagged)")
+    ax.set_ylabel("True positive rate (Mem flagged)")
+    ax.grid(alpha=0.3)
+    texts = [labels[n] + (f"\n(same curve as {labels[same[n]].split(',')[0]})" if n in same else "") for n in curves]
+    ax.legend([lines[n] for n in curves], texts, title="AUROC / TPR@1%FPR (dashed: needs the prompt)",
+              loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=11, title_fontsize=11, frameon=True)
+    return same
+
+
+# ----------------------------------------------------------------------------------------------------
+# The CPU testbed's image grids (CPU_testbed.ipynb)
+# ----------------------------------------------------------------------------------------------------
+def as_display_image(image) -> np.ndarray:
+    """An image [3, H, W] in [-1, 1] (a torch tensor or array), [H, W, 3] in [0, 1] or [H, W, 3] uint8 in
+    [0, 255] -> [H, W, 3] in [0, 1]."""
+    x = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    x = x / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
+    if x.ndim == 3 and x.shape[0] == 3 and x.shape[-1] != 3:
+        x = (x.transpose(1, 2, 0) + 1) / 2                                     # [3, H, W] -> [H, W, 3]
+    return np.clip(x, 0, 1)
+
+
+def image_rows(fig, rows: list[list], titles: list[list[str]], label: str | None = None,
+               fontsize: float = 10) -> np.ndarray:
+    """Rows of images on a figure or subfigure, one column per item, each with its title, no ticks; `label` names
+    the block (a short heading above it). Returns the axes [len(rows), columns]."""
+    axes = np.atleast_2d(fig.subplots(len(rows), len(rows[0]), squeeze=False))
+    for r, (images, row_titles) in enumerate(zip(rows, titles)):
+        for ax, image, title in zip(axes[r], images, row_titles):
+            ax.imshow(as_display_image(image), interpolation="nearest")
+            ax.set_title(title, fontsize=fontsize)
+            ax.set_xticks([]), ax.set_yticks([])
+    if label:
+        fig.suptitle(label, fontsize=fontsize + 5, fontweight="bold")
+    return axes

@@ -44,7 +44,7 @@ EXPECTED = {
     },
     "CPU_testbed": {
         "results": "CPU_testbed",
-        "figures": ["testbed_data", "testbed_ground_truth", "testbed_dose_response"],
+        "figures": ["cpu_testbed_data", "cpu_testbed_ground_truth", "cpu_testbed_dose_response"],
         "keys": ["model", "memorized_caption_copy_fraction", "generalizing_caption_copy_fraction", "copy_threshold",
                  "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate"],
     },

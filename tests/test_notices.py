@@ -59,3 +59,30 @@ def test_a_notebook_kernel_prints_no_tcp_notice(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "42 []", done.stderr[-3000:]   # no socket in the cwd
     assert "running over TCP" not in done.stderr and "WARNING" not in done.stderr, done.stderr
     assert not list(tmp_path.glob("kernel-*"))                    # no socket files left beside the notebook
+
+
+def test_a_pipeline_read_from_a_folder_prints_no_loading_bars(tmp_path, capfd):
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from common.models import pipelines
+
+    pipelines.build_random_pipeline("tiny").save_pretrained(tmp_path / "pipe")
+    capfd.readouterr()
+    pipe = pipelines.load_pipeline(str(tmp_path / "pipe"), device="cpu")
+    err = capfd.readouterr().err
+    assert pipe.unet is not None
+    assert "Loading pipeline components" not in err and "Loading weights" not in err, err
+    assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
+
+
+def test_quiet_loading_restores_the_bars_even_after_an_error():
+    from diffusers.utils import logging as diffusers_logging
+
+    try:
+        with notices.quiet_loading():
+            assert not diffusers_logging.is_progress_bar_enabled()
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert diffusers_logging.is_progress_bar_enabled()

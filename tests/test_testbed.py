@@ -150,3 +150,15 @@ def test_without_sd_the_default_model_is_the_testbed(monkeypatch, capsys):
     monkeypatch.setattr(pipelines, "stable_diffusion_missing_reason", lambda timeout=3.0: None)
     monkeypatch.delenv("DGR_SD_MODEL", raising=False)
     assert families.choose_model(None) == pipelines.SD14_HUB_ID
+
+
+def test_training_outside_a_terminal_prints_one_line_not_a_bar(capsys):
+    from common.testbeds.training import fit
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    losses = fit([weight], lambda step: (weight ** 2).sum(), steps=25, lr=0.1, desc="toy", progress=True)
+    err = capsys.readouterr().err                                  # pytest's capture is not a terminal
+    assert len(losses) == 25 and losses[-1] < losses[0]
+    assert err.count("\n") == 1 and err.startswith("toy: 25 steps in ") and "\r" not in err
+    fit([weight], lambda step: (weight ** 2).sum(), steps=3, lr=0.1, progress=False)
+    assert capsys.readouterr().err == ""

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -52,14 +54,18 @@ def warmup_factor(step: int, warmup: int) -> float:
 def fit(params: Iterable[torch.nn.Parameter], batch_loss: Callable[[int], torch.Tensor], steps: int, lr: float,
         weight_decay: float = 0.0, warmup: int = 0, clip_norm: float | None = None, desc: str = "training",
         progress: bool = True) -> list[float]:
-    """`steps` AdamW steps on `batch_loss(step)`; returns the loss of every step."""
-    from tqdm.auto import trange
+    """`steps` AdamW steps on `batch_loss(step)`; returns the loss of every step.
+
+    progress: a tqdm bar in a terminal; elsewhere (a notebook, a log file), where every refresh of a bar becomes
+    another line of output, one line when done: steps, seconds, last loss."""
+    from tqdm import trange
 
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, warmup))
-    losses = []
-    for step in trange(steps, desc=desc, disable=not progress, mininterval=2):
+    losses, started = [], time.perf_counter()
+    bar = progress and sys.stderr.isatty()
+    for step in trange(steps, desc=desc, disable=not bar, mininterval=2):
         loss = batch_loss(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -68,6 +74,9 @@ def fit(params: Iterable[torch.nn.Parameter], batch_loss: Callable[[int], torch.
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
+    if progress and not bar:
+        last = f"{losses[-1]:.4g}" if losses else "-"
+        print(f"{desc}: {steps} steps in {time.perf_counter() - started:.0f} s, last loss {last}", file=sys.stderr)
     return losses
 
 

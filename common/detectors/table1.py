@@ -1,0 +1,159 @@
+"""The paper's Table 1 (§4.1) as `2-Application/Table1_detection.ipynb` runs it: every detector on the same
+generations, one row per method, each column headed by the model it actually ran on.
+
+    generate_set      one set of generations (a cached, resumable folder) as manifest rows
+    as_samples        those rows as `detectors.Samples` (images [n, 3, H, W] in [-1, 1], prompts, seeds)
+    control_rows      the testbed's control: rows of the dose set whose titles were trained `duplications` times
+    score_methods     every method on every set through the folders' score caches, with seconds per sample
+    summarize         one method's row: AUROC + bootstrap CI, TPR@1%FPR (strict, official), time, control AUROC
+    laion_lines       the LAION column beside the paper's numbers (a row the paper does not have: blank)
+    column_lines      the LAION, ImageNet and CIFAR10 columns side by side, each headed "... — run on: <model>"
+    run_on_name       the model a column ran on, as a heading says it ("cpu-testbed" -> "CPU testbed")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..models import generate, representations
+from . import carlini, metrics
+from . import scores as score_cache
+from .base import PAPER_TABLE1, TABLE1_COLUMNS, Samples
+
+RUN_ON_NAMES = {"cpu-testbed": "CPU testbed", "edm-testbed": "EDM testbed", "dit-testbed": "DiT testbed",
+                "CompVis/stable-diffusion-v1-4": "SD v1.4", "sd14": "random SD v1.4 layout",
+                "tiny": "random tiny SD"}
+COLUMN_NAMES = {family: heading.split(" (")[0] for family, heading in TABLE1_COLUMNS.items()}   # "LAION", ...
+
+
+def run_on_name(model_label: str) -> str:
+    """The model a column ran on as its heading says it: a known label's name, else the label itself."""
+    return RUN_ON_NAMES.get(model_label, model_label)
+
+
+def column_heading(family: str, model_label: str) -> str:
+    """E.g. "LAION column — run on: CPU testbed" (the paper's column, the model that filled it here)."""
+    return f"{COLUMN_NAMES[family]} column — run on: {run_on_name(model_label)}"
+
+
+def generate_set(pipe, model_name: str, name: str, captions: list[str], seed: int, num_inference_steps: int,
+                 guidance_scale: float, batch_size: int) -> tuple[Path, list[dict]]:
+    """One image per caption (caption i seeded with seed + i) in the generation folder SD_compare_reps uses for
+    the same settings: (folder, manifest rows); images already there are read, not generated again."""
+    config = generate.GenerationConfig(model=model_name, num_inference_steps=num_inference_steps,
+                                       guidance_scale=guidance_scale, seed=seed)
+    folder = generate.generation_folder(name, config)
+    rows = generate.generate_images(pipe, captions, folder, config, batch_size=batch_size, progress=False)
+    return folder, rows
+
+
+def as_samples(rows: list[dict], resolution: int) -> Samples:
+    """Manifest rows -> the detectors' input: images [n, 3, resolution, resolution] in [-1, 1], prompts, seeds."""
+    images = representations.load_images([r["path"] for r in rows], resolution)        # [n, 3, H, W]
+    return Samples(images, [r["prompt"] for r in rows], [r["seed"] for r in rows])
+
+
+def control_rows(dose_rows: list[dict], dose_duplications, duplications) -> list[dict]:
+    """The rows of the dose set whose title was trained one of `duplications` times (`dose_duplications[i]`: the
+    count of row i)."""
+    return [row for row, d in zip(dose_rows, dose_duplications) if int(d) in set(duplications)]
+
+
+def score_methods(pipe, folders: dict[str, Path], set_rows: dict[str, list[dict]], methods, options: dict,
+                  ) -> tuple[dict, dict, dict]:
+    """Every method on every set, one method at a time, through each folder's score cache (a score cached before
+    is read). Returns scores {method: {set: float64 [n]}}, seconds {method: mean detector seconds per image, from
+    the calls that computed the scores}, reused {method: how many scores were read from the cache}."""
+    scores, seconds, reused = {}, {}, {}
+    for name in methods:
+        opts = options.get(name, {})
+        scores[name], spent, reused[name] = {}, [], 0
+        for set_name, rows in set_rows.items():
+            indices = [r["index"] for r in rows]
+            cached = score_cache.read_scores(folders[set_name], name, opts)
+            reused[name] += sum(i in cached for i in indices)
+            scores[name][set_name] = score_cache.score_folder(pipe, folders[set_name], name, opts, indices=indices,
+                                                              progress=False)               # float64 [n]
+            per_image = score_cache.score_seconds(folders[set_name], name, opts)
+            spent += [per_image[i] for i in indices]
+        seconds[name] = float(np.mean(spent))
+    return scores, seconds, reused
+
+
+def summarize(detector, scores: dict[str, np.ndarray], seconds: float, reused: int, n_boot: int = 1000) -> dict:
+    """One row of Table 1 for `detector` (a `Detector`): memorized ("mem") = positive, generalized ("gen") =
+    negative; with a "control" set, the AUROC of memorized vs control beside it; Carlini's verdict fractions."""
+    pos, neg = scores["mem"], scores["gen"]
+    summary = metrics.detection_summary(pos, neg, n_boot=n_boot)
+    row = {"label": detector.label, "description": detector.description, "prompt_free": detector.prompt_free,
+           "auroc": summary["auroc"], "auroc_ci": summary["auroc_ci"],
+           "tpr_at_1pct_fpr": summary["tpr_at_1pct_fpr"],
+           "tpr_at_1pct_fpr_official": summary["tpr_at_1pct_fpr_official"], "seconds_per_sample": seconds,
+           "scores_read_from_cache": reused, "n_mem": len(pos), "n_gen": len(neg)}
+    if "control" in scores:
+        row["auroc_vs_low_dose_titles"] = metrics.auroc(pos, scores["control"])
+        row["n_control"] = len(scores["control"])
+    if detector.name == "carlini":
+        for set_name, values in scores.items():
+            row[f"verdict_fraction_{set_name}"] = float(carlini.memorized_verdict(values).mean())
+    return row
+
+
+def add_time_ratios(table: dict[str, dict]) -> None:
+    """Each row's seconds per sample as a multiple of the std detector's (`time_ratio_to_std`), if std ran."""
+    if "std" in table:
+        for row in table.values():
+            row["time_ratio_to_std"] = row["seconds_per_sample"] / table["std"]["seconds_per_sample"]
+
+
+def paper_numbers(detector, family: str = "laion"):
+    """The paper's (AUROC, TPR@1%FPR, s/sample) for this detector's row, or None for a row the paper does not
+    have (a second setting of a method: wen-4x50, nemo-ssim, lid-cond)."""
+    if detector.name != detector.paper_row:
+        return None
+    return PAPER_TABLE1.get(detector.paper_row, {}).get(family)
+
+
+def _num(value, width: int, digits: int = 3) -> str:
+    return f"{'':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def laion_lines(table: dict[str, dict], detectors_by_name: dict) -> list[str]:
+    """The LAION column as text: this run's numbers, then the paper's for the same row (blank where the paper
+    has no such row), the control AUROC where there is a control ("n/a" otherwise)."""
+    lines = [f"{'method':<37} {'free':>4} {'AUROC':>6} {'95% CI':>11} {'TPR@1%':>6} {'(off.)':>6} "
+             f"{'s/sample':>8} {'x std':>6} {'vs ctrl':>7} | {'paper: AUROC':>12} {'TPR':>5} {'s':>5}"]
+    for name, row in table.items():
+        paper = paper_numbers(detectors_by_name[name]) or (None, None, None)
+        control = row.get("auroc_vs_low_dose_titles")
+        lines.append(
+            f"{row['label']:<37} {'yes' if row['prompt_free'] else 'no':>4} {row['auroc']:6.3f} "
+            f"{row['auroc_ci'][0]:.3f}-{row['auroc_ci'][1]:.3f} {row['tpr_at_1pct_fpr']:6.3f} "
+            f"{row['tpr_at_1pct_fpr_official']:6.3f} {row['seconds_per_sample']:8.4f} "
+            f"{row.get('time_ratio_to_std', 1.0):6.1f} {'n/a' if control is None else f'{control:.3f}':>7} | "
+            f"{_num(paper[0], 12)} {_num(paper[1], 5)} {_num(paper[2], 5)}")
+    return lines
+
+
+def column_lines(columns: dict[str, dict], run_on: dict[str, str], methods, detectors_by_name: dict,
+                 width: int = 22) -> list[str]:
+    """Table 1's three columns side by side, "AUROC / TPR@1%FPR" per cell. columns {family: {method: row}} (a
+    family not run here is absent), run_on {family: model label}. The headings name the model each column ran on;
+    a prompt-based method has no cell in a prompt-free column ("N/A (needs a prompt)")."""
+    lines = [column_heading(family, run_on[family]) for family in TABLE1_COLUMNS if family in run_on]
+    heads = [f"{COLUMN_NAMES[f]}: {run_on_name(run_on[f])}" if f in run_on else f"{COLUMN_NAMES[f]}: not run"
+             for f in TABLE1_COLUMNS]
+    lines.append(f"{'method':<37} " + " ".join(f"{h:>{width}}" for h in heads))
+    for name in methods:
+        cells = []
+        for family in TABLE1_COLUMNS:
+            row = columns.get(family, {}).get(name)
+            if row is not None:
+                cells.append(f"{row['auroc']:.3f} / {row['tpr_at_1pct_fpr']:.3f}")
+            elif family != "laion" and detectors_by_name[name].needs_prompt:
+                cells.append("N/A (needs a prompt)")
+            else:
+                cells.append("not run here")
+        lines.append(f"{detectors_by_name[name].label:<37} " + " ".join(f"{c:>{width}}" for c in cells))
+    return lines
