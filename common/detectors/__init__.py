@@ -16,6 +16,7 @@ with one `Detector` and one entry in `DETECTORS`. Beside the methods:
     base     `Samples`, `Detector`, the paper's Table 1 numbers
     metrics  AUROC, TPR@1%FPR (strict and official), bootstrap CIs
     scores   detector scores of a generation folder, cached and resumable like its images
+    table1   Table 1 on one model: generate the sets, score every method, one row per method, the printed tables
 
 A detector reaches its model's noised input and layer through the model's family (`families.family_of(pipe)`);
 it imports `families` and the layers below, and is imported by `cli` (and the notebooks).
