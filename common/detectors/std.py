@@ -32,3 +32,32 @@ def std_of_representation(pipe, samples: Samples, layer: str | None = None, time
 
 STD = Detector("std", "std of representations (ours)", "std", needs_prompt=False, score_fn=std_of_representation,
                description="std of up_blocks.0.resnets.2 (last SiLU), spatial max, t = 10, empty prompt")
+
+
+def sweep_auroc(extract, sets: dict, layers, levels, poolings) -> dict[str, float]:
+    """The detector's ablation (§4.1: which layer, noise level and pooling), read after the fixed default: AUROC
+    of std(h) of sets["Mem"] (positives) vs sets["Gen"] for every cell, keyed "layer|level|pooling".
+
+    extract(images, layers, level, poolings) -> reps[layer][pooling] float [N, C]: one pass per set and noise
+    level (a σ on EDM, a timestep on DiT) records every layer and pooling at once."""
+    from .metrics import auroc
+
+    sweep = {}
+    for level in levels:
+        by_set = {k: extract(v, list(layers), level, list(poolings)) for k, v in sets.items()}
+        for layer in layers:
+            for pooling in poolings:
+                sweep[f"{layer}|{level}|{pooling}"] = auroc(rep_std(by_set["Mem"][layer][pooling]),   # [N] each
+                                                            rep_std(by_set["Gen"][layer][pooling]))
+    return sweep
+
+
+def sweep_table(sweep: dict[str, float], layers, levels, poolings, level_name: str = "sigma") -> str:
+    """`sweep_auroc`'s result as a text table: one row per layer and level, one column per pooling."""
+    width = max(len(layer) for layer in layers) + 2
+    lines = [f"{'layer':<{width}} {level_name:>6} " + " ".join(f"{p:>13}" for p in poolings)]
+    for layer in layers:
+        for level in levels:
+            cells = " ".join(f"{sweep[f'{layer}|{level}|{p}']:13.3f}" for p in poolings)
+            lines.append(f"{layer:<{width}} {level!s:>6} {cells}")
+    return "\n".join(lines)

@@ -20,6 +20,7 @@ pipeline and module names, so SD v1.4, the CPU testbed and these random pipeline
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..plumbing import notices
 from ..plumbing.network import hf_offline, hub_reachable
 
 SD14_HUB_ID = "CompVis/stable-diffusion-v1-4"
@@ -164,11 +166,12 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
         if missing:
             raise PipelineUnavailableError(f"{missing}. {offline_hint()}")
         local = is_local(model)
-        pipe = StableDiffusionPipeline.from_pretrained(
-            str(Path(model).expanduser()) if local else model, dtype=dtype, safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=local or _hub_cached(model),   # a local or cached model never touches the network
-        )
+        offline = local or _hub_cached(model)               # a local or cached model never touches the network
+        with notices.quiet_loading() if offline else contextlib.nullcontext():   # no bars reading local files
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(Path(model).expanduser()) if local else model, dtype=dtype, safety_checker=None,
+                requires_safety_checker=False, local_files_only=offline,
+            )
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -7,12 +7,17 @@ matched by its own text, so every other warning of the same source still shows.
                   ipywidgets is not a dependency, the text bar is what we want): a warnings filter on that text
     ipykernel     "Kernel is running over TCP without encryption." (every notebook `make figures` runs): the kernels
                   of `notebooks.run_notebook` talk over IPC sockets instead, which is also what the notice asks for
+    diffusers,    "Loading pipeline components...", "Loading weights" progress bars (every pipeline loaded from a
+    transformers  local folder: a dozen lines of bars in a notebook's output): `quiet_loading()` turns both
+                  libraries' bars off while `pipelines.load_pipeline` reads files it already has (downloads keep
+                  their bars)
 
 `silence()` runs when `common` is imported (the notebooks, the tests, the command line all do), before transformers
 or tqdm load. It is idempotent.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
@@ -48,3 +53,19 @@ def silence() -> None:
     from tqdm import TqdmWarning                             # tqdm alone, not tqdm.auto (whose import warns)
 
     warnings.filterwarnings("ignore", message=TQDM_IPROGRESS, category=TqdmWarning)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Inside: diffusers' and transformers' progress bars are off (their loading bars); after: as they were."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in libraries:
+            lib.enable_progress_bar()
