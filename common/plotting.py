@@ -87,7 +87,7 @@ def plot_representations(ax, reps: dict, colors: dict | None = None, offset: flo
 
 
 # ----------------------------------------------------------------------------------------------------
-# Stable Diffusion figures (Fig 5, right): the official SD notebook's size and larger fonts
+# Stable Diffusion figures (Fig 5 right, Fig 7): the official SD notebook's size and larger fonts
 # ----------------------------------------------------------------------------------------------------
 SD_FIGSIZE = (10.8, 5.2)
 SD_RC = {"axes.titlesize": 28, "axes.labelsize": 24, "xtick.labelsize": 20, "ytick.labelsize": 20,
@@ -107,8 +107,131 @@ def plot_representation_lines(ax, reps: dict, colors: dict | None = None) -> Non
     ax.legend(loc="upper right", frameon=True)
 
 
+MODEL_NAMES = {"cpu-testbed": "CPU testbed", "edm-testbed": "EDM testbed", "dit-testbed": "DiT testbed",
+               "CompVis/stable-diffusion-v1-4": "SD v1.4", "tiny": "tiny random SD"}
+
+
+def model_name(label: str) -> str:
+    """A model label (`families.model_label`: "cpu-testbed", a hub id, a folder's name) as a title says it:
+    "CPU testbed", "SD v1.4", ...; any other label as it is."""
+    return MODEL_NAMES.get(str(label), str(label))
+
+
+def plot_auroc_grid(ax, grid: np.ndarray, row_labels, col_labels, title: str) -> None:
+    """A [rows, cols] table of AUROCs as a heatmap on the fixed scale 0-1 (0.5 = chance, white), each cell
+    printed, in white on the dark cells (far from 0.5) and in black on the light ones."""
+    grid = np.asarray(grid, dtype=np.float64)
+    ax.imshow(grid, vmin=0, vmax=1, cmap="RdBu_r", aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=14,
+                color="white" if abs(value - 0.5) > 0.3 else "black")
+    ax.set_xticks(range(len(col_labels)), list(col_labels))
+    ax.set_yticks(range(len(row_labels)), list(row_labels))
+    ax.set_title(title)
+
+
+def plot_alpha_grid(rows: dict, alphas, official_alphas, footers: list[str] | None = None,
+                    title: str | None = None, panel: float = 2.2, fontsize: float = 14):
+    """The α sweeps of Fig 7 as image rows on a new figure: rows {row label: one image path per α}, one
+    column per α of `alphas`. Where `alphas` goes beyond the official grid, the official α and the
+    extension are two blocks side by side, each headed by what it is, so the official panels sit beside the
+    α at which the edit shows. `footers`: one text per α under the last row. Every element has its own
+    place (inches, no automatic layout), so titles, labels and footers never cover an image.
+    Returns (figure, image axes [len(rows), len(alphas)])."""
+    alphas = list(alphas)
+    n_official = sum(a in set(official_alphas) for a in alphas)
+    split = n_official if 0 < n_official < len(alphas) else None     # official first, then the rest
+    col_gap, block_gap, row_gap, left = 0.12 * panel, 0.45 * panel, 0.15, 0.45
+    line = fontsize / 72 * 1.6                                          # one text line, inches
+    top = line * (1 + (split is not None) + (title is not None))       # α titles, block heads, title
+    bottom = line if footers is not None else 0.1
+    x = [left + i * (panel + col_gap) + (block_gap if split is not None and i >= split else 0)
+         for i in range(len(alphas))]                                   # left edge of each column
+    width, height = x[-1] + panel + 0.1, top + len(rows) * panel + (len(rows) - 1) * row_gap + bottom
+    fig = plt.figure(figsize=(width, height))
+    axes = np.empty((len(rows), len(alphas)), dtype=object)
+    for r, (label, paths) in enumerate(rows.items()):
+        y = height - top - (r + 1) * panel - r * row_gap                # bottom edge of row r
+        for c, path in enumerate(paths):
+            ax = axes[r, c] = fig.add_axes((x[c] / width, y / height, panel / width, panel / height))
+            ax.imshow(plt.imread(path))
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"α={alphas[c]:g}", fontsize=fontsize)
+            if footers is not None and r == len(rows) - 1:
+                ax.set_xlabel(footers[c], fontsize=fontsize - 2)
+        axes[r, 0].set_ylabel(label, fontsize=fontsize)
+    if split is not None:
+        y_head = (height - line * (1 + (title is not None))) / height
+        for head, cols in (("official grid", range(split)), ("extended grid", range(split, len(alphas)))):
+            center = (x[cols[0]] + x[cols[-1]] + panel) / 2 / width
+            fig.text(center, y_head, head, ha="center", va="bottom", fontsize=fontsize,
+                     fontweight="bold")
+    if title is not None:
+        fig.text(0.5, (height - line) / height, title, ha="center", va="bottom", fontsize=fontsize + 1)
+    return fig, axes
+
+
+def plot_steerability_curves(axes, curves: dict, alphas, titles, official_max: float | None = None,
+                             colors: dict | None = None) -> None:
+    """Fig 7, measured: on each axis one measure's change against α, a thin line per image and the group mean
+    (markers). curves {group label: [one array [len(alphas), M] per axis]}. α on a symlog axis (linear up to
+    1, stretched so the official grid's ticks stay apart) with ticks at the swept values; a dotted line at
+    `official_max` marks the end of the official grid."""
+    colors = colors or {"Gen": GEN_COLOR, "Mem": MEM_COLOR}
+    alphas = np.asarray(alphas, dtype=np.float64)
+    for i, (ax, title) in enumerate(zip(axes, titles)):
+        for label, per_axis in curves.items():
+            values = np.asarray(per_axis[i], dtype=np.float64)                       # [A, M]
+            ax.plot(alphas, values, color=colors.get(label), alpha=0.15, linewidth=1)
+            ax.plot(alphas, values.mean(axis=1), color=colors.get(label), linewidth=3, marker="o",
+                    label=f"{label} ({values.shape[1]} images)")
+        ax.set_xscale("symlog", linthresh=1.0, linscale=4.0)
+        set_plain_ticks(ax, alphas)
+        ax.tick_params(axis="x", labelsize=12)
+        if official_max is not None and official_max < alphas.max():
+            ax.axvline(official_max, color="black", linestyle=":", linewidth=1.2)
+        ax.set_xlabel("α")
+        ax.set_title(title, fontsize=16)
+        ax.grid(alpha=0.3)
+
+
+def label_separated_points(ax, points: np.ndarray, labels, color: str, min_distance: float = 0.1,
+                           fontsize: float = 11) -> list[int]:
+    """Write labels[i] beside points[i] ([n, 2] data coordinates) for the points at least `min_distance` (a
+    fraction of the axes' width/height) from every point labelled before, first and last first; returns the
+    indices labelled. Crowded points stay unlabelled instead of writing over each other."""
+    points = np.asarray(points, dtype=np.float64)
+    span = np.array([np.ptp(ax.get_xlim()), np.ptp(ax.get_ylim())])
+    order = [0, len(points) - 1, *range(1, len(points) - 1)] if len(points) > 1 else [0]
+    done: list[int] = []
+    for i in order:
+        if all(np.hypot(*((points[i] - points[j]) / span)) >= min_distance for j in done):
+            done.append(i)
+            ax.annotate(labels[i], points[i], textcoords="offset points", xytext=(5, 5), fontsize=fontsize,
+                        color=color, zorder=5, fontweight="bold")   # drawn over the markers
+    return sorted(done)
+
+
+def plot_rep_trajectory(ax, references: dict, paths: dict, alphas, colors: dict | None = None) -> None:
+    """The steering trajectory on PC1/PC2: reference sets as points ({label: [n, 2]}), steered paths as lines
+    through their α ({label: [len(alphas), 2]}), α written beside the path points that have room. The references
+    take neither the Mem nor the Gen colour (those are the steered paths')."""
+    colors = {"ref (+)": "darkorange", "ref (-)": "teal", "steered Gen": GEN_COLOR, "steered Mem": MEM_COLOR,
+              **(colors or {})}
+    for label, pcs in references.items():
+        ax.scatter(*np.asarray(pcs).T, s=14, color=colors.get(label), label=label)
+    for i, (label, pcs) in enumerate(paths.items()):
+        ax.plot(*np.asarray(pcs).T, color=colors.get(label), linewidth=2.5 - 0.5 * i, marker="os"[i % 2],
+                markersize=6, linestyle="-" if i == 0 else "--", label=label)
+    ax.margins(0.08)
+    for label, pcs in paths.items():
+        label_separated_points(ax, pcs, [f"{a:g}" for a in alphas], colors.get(label))
+    ax.grid(alpha=0.3)
+
+
 def plot_score_densities(ax, scores: dict, colors: dict | None = None, alpha: float = 0.7) -> None:
-    """The separation figure of Fig 5 (right) (official notebook): filled KDEs of each set's scores, normalised per set (seaborn,
+    """Fig 5 (right) separation style (official notebook): filled KDEs of each set's scores, normalised per set (seaborn,
     `common_norm=False`, `cut=0`); x range = the pooled 1-99% quantiles padded by 6%."""
     import seaborn as sns
     from matplotlib.patches import Patch

@@ -66,7 +66,8 @@ EXPECTED = {
                  "sweep", "steering.ratio_rare_over_common"],
     },
     "SD_compare_reps": {
-        "figures": ["laion_reps", "laion_separation", "laion_roc", "laion_sweep"],
+        "figures": [f"{name}_tiny_sd_folder" for name in ("fig5_reps", "fig5_separation", "roc_std_vs_wen",
+                                                            "layer_sweep")],
         "keys": ["model", "n_mem", "n_gen", "layer", "timestep", "pooling", "auroc", "auroc_ci",
                  "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_official", "vm.auroc", "tm.auroc", "baseline_wen.auroc",
                  "baseline_wen.tpr_at_1pct_fpr", "seconds_per_image", "layer_calls_per_pass", "sweep"],
@@ -89,7 +90,8 @@ EXPECTED = {
                        "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
     },
     "SD_steering": {
-        "figures": ["laion_steering_gen", "laion_steering_mem", "laion_rep_traj", "laion_steerability"],
+        "figures": [f"{name}_tiny_sd_folder" for name in ("fig7_steering_gen", "fig7_steering_mem",
+                                                            "steering_rep_traj", "steerability")],
         "keys": ["model", "alphas", "vector_norms", "gen.change_by_alpha", "mem.change_by_alpha",
                  "gen.projection_by_alpha", "mem.projection_by_alpha", "gen.monotone", "mem.monotone",
                  "steerability_ratio_mem_over_gen", "steerability_ratio_by_alpha", "steering.steps",

@@ -22,6 +22,7 @@ imported by `detectors` and `cli`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ..models import pipelines
 from . import cpu_testbed, dit, edm, random_sd, sd
@@ -72,5 +73,15 @@ def model_label(model: str) -> str:
     return family_of(model).label(str(model))
 
 
+def training_record(model) -> dict | None:
+    """The record a model trained by this repo keeps beside its weights — a testbed folder's `testbed.json`: its
+    config, data and training log (`train_seconds` among them) — or None for a model trained elsewhere (SD v1.4,
+    a hub id, a random-weight pipeline)."""
+    from ..testbeds.training import INFO_NAME, read_info
+
+    folder = Path(str(model)).expanduser()
+    return read_info(folder) if (folder / INFO_NAME).is_file() else None
+
+
 __all__ = ["FAMILIES", "INTERFACES", "TESTBED_MODEL", "ModelFamily", "choose_model", "family_of", "load",
-           "model_label", "resolve_model"]
+           "model_label", "resolve_model", "training_record"]

@@ -1,4 +1,4 @@
-"""How far representation steering moves a generation: the α sweeps of Fig 8 [ICLR Fig 7], measured.
+"""How far representation steering moves a generation: the α sweeps of Fig 7, measured.
 
 The paper shows that steering ages a generalized portrait smoothly with α while a memorized image does not
 move, with 2 x 5 pictures and no number. Here each prompt of a group (generalized or
@@ -233,3 +233,49 @@ def steerability_ratio(mem: GroupMeasures, gen: GroupMeasures, measure: str = "p
     at = -1 if alpha is None else mem.alphas.index(alpha)
     mem_change, gen_change = getattr(mem, measure)[at].mean(), getattr(gen, measure)[at].mean()
     return None if gen_change == 0 else float(mem_change / gen_change)
+
+
+def steerability_ratios(mem: GroupMeasures, gen: GroupMeasures, alpha: float | None = None,
+                        measures: Sequence[str] = ("pixel", "latent", "projection")) -> dict[str, float | None]:
+    """`steerability_ratio` at one α for each measure: {measure: Mem change / Gen change}."""
+    return {measure: steerability_ratio(mem, gen, measure, alpha) for measure in measures}
+
+
+def pixel_ratio_by_alpha(mem: GroupMeasures, gen: GroupMeasures) -> dict[float, float | None]:
+    """The pixel-change steerability ratio at every swept α > 0: {α: Mem change / Gen change}."""
+    return {alpha: steerability_ratio(mem, gen, "pixel", alpha) for alpha in mem.alphas if alpha > 0}
+
+
+def reference_representations(pipe, reference_sets: Mapping[str, torch.Tensor],
+                              batch_size: int = 16) -> dict[str, np.ndarray]:
+    """{side: float32 [N, C]}: each reference set's representation at `TRAJECTORY_LAYER` (empty prompt, t = 10,
+    spatial mean, image i with extraction seed i) — the points of the trajectory figure and, through their
+    centroids, the NEG → POS axis of `measure_group`. reference_sets: {side: images [N, 3, H, W] in [-1, 1]}."""
+    return {side: extract_representations(pipe, images, [TRAJECTORY_LAYER], STEERING_TIMESTEP, (STEERING_POOLING,),
+                                          batch_size=batch_size, progress=False)[TRAJECTORY_LAYER][STEERING_POOLING]
+            for side, images in reference_sets.items()}
+
+
+@dataclass(frozen=True)
+class TrajectoryPCA:
+    """The plane of the official steering-trajectory figure (`laion_rep_traj.png`): the first two principal
+    components of the jointly centred [POS references; NEG references; steered path] (PCA by SVD).
+
+    center [C], components [2, C] (unit rows), explained [2]: the fraction of the variance each explains."""
+
+    center: np.ndarray
+    components: np.ndarray
+    explained: np.ndarray
+
+    @classmethod
+    def fit(cls, *point_sets: np.ndarray) -> "TrajectoryPCA":
+        """PCA of the stacked point sets, each [n_i, C]."""
+        points = np.concatenate([np.asarray(p, np.float64) for p in point_sets])           # [sum n_i, C]
+        center = points.mean(axis=0)                                                        # [C]
+        _, singular_values, components = np.linalg.svd(points - center, full_matrices=False)
+        explained = singular_values[:2] ** 2 / (singular_values ** 2).sum()
+        return cls(center, components[:2], explained)
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """[n, C] -> [n, 2]: coordinates on PC1 and PC2 (points outside the fit too)."""
+        return (np.asarray(points, np.float64) - self.center) @ self.components.T
