@@ -32,6 +32,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/train_speed.py
+	$(OFFLINE) $(PY) benchmarks/denormal_speed.py
 	$(OFFLINE) $(PY) benchmarks/detect_speed.py
 	$(OFFLINE) $(PY) benchmarks/table1_speed.py --model testbed
 	$(OFFLINE) $(PY) benchmarks/table1_speed.py --model sd14
