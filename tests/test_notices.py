@@ -86,3 +86,16 @@ def test_quiet_loading_restores_the_bars_even_after_an_error():
     except RuntimeError:
         pass
     assert diffusers_logging.is_progress_bar_enabled()
+
+
+def test_progress_range_prints_one_line_where_a_bar_would_print_many(capsys):
+    """Outside a terminal (a notebook, a log file; here pytest's captured streams) the loop runs every step and
+    prints one line when it ends, no bar; `progress=False` prints nothing."""
+    from common.plumbing.notices import progress_range
+
+    assert list(progress_range(5, "adam n=3", progress=True)) == [0, 1, 2, 3, 4]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [out.strip()] and out.startswith("adam n=3: 5 steps in ") and out.strip().endswith(" s")
+    assert err == ""                                        # no tqdm bar
+    assert list(progress_range(3, "x", progress=False)) == [0, 1, 2]
+    assert capsys.readouterr() == ("", "")

@@ -11,6 +11,8 @@ matched by its own text, so every other warning of the same source still shows.
     transformers  local folder: a dozen lines of bars in a notebook's output): `quiet_loading()` turns both
                   libraries' bars off while `pipelines.load_pipeline` reads files it already has (downloads keep
                   their bars)
+    tqdm (ours)   a training bar refreshed every 2 s: in a notebook every refresh is another line (150 kB for the toy
+                  diffusion run): `progress_range` draws the bar in a terminal only, elsewhere prints one line at the end
 
 `silence()` runs when `common` is imported (the notebooks, the tests, the command line all do), before transformers
 or tqdm load. It is idempotent.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
+import time
 import warnings
 
 TRANSFORMERS_LOGGER = "transformers.utils.import_utils"
@@ -69,3 +73,15 @@ def quiet_loading():
     finally:
         for lib in libraries:
             lib.enable_progress_bar()
+
+
+def progress_range(steps: int, desc: str, progress: bool = True):
+    """range(steps) with a tqdm bar in a terminal; elsewhere (a notebook, a log file), where every refresh of a bar
+    becomes another line of output, one line when the loop ends: its steps and seconds."""
+    from tqdm import trange
+
+    bar = progress and sys.stderr.isatty()
+    started = time.perf_counter()
+    yield from trange(steps, desc=desc, disable=not bar, mininterval=2)
+    if progress and not bar:
+        print(f"{desc}: {steps} steps in {time.perf_counter() - started:.0f} s")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..plumbing import checkpoints
 from ..plumbing.checkpoints import load_official_state, load_safetensors, save_safetensors
+from ..plumbing.notices import progress_range
 from ..plumbing.results import array_fingerprint
 
 
@@ -168,7 +169,6 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
     gradients by five matmuls, preallocated buffers filled in place, and torch's fused optimizer kernel where one
     exists.
     """
-    from tqdm.auto import trange
 
     x_train = torch.as_tensor(x_train, dtype=torch.float32).contiguous()
     n = len(x_train)
@@ -179,7 +179,7 @@ def train_dae(model: TiedDAE, x_train: torch.Tensor, cfg: DAETrainConfig, progre
     noise, x_noisy = torch.empty(B, x_train.shape[1]), torch.empty(B, x_train.shape[1])
     x = x_train if cfg.batch_size is None else torch.empty(B, x_train.shape[1])
     loss_steps, losses, t0, callback_seconds = [], [], time.perf_counter(), 0.0
-    for step in trange(cfg.steps, disable=not progress, desc=f"{cfg.optimizer} n={n}", mininterval=2):
+    for step in progress_range(cfg.steps, f"{cfg.optimizer} n={n}", progress):
         if cfg.batch_size is not None:
             torch.index_select(x_train, 0, torch.randint(0, n, (B,)), out=x)  # [B, d], with replacement
         noise.normal_()                                       # fresh ε each step, the draws of randn_like

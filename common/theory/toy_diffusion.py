@@ -33,6 +33,7 @@ from ..plumbing import checkpoints
 
 from . import stats
 from ..plumbing.checkpoints import load_official_state, load_safetensors, save_safetensors
+from ..plumbing.notices import progress_range
 from .dae import OPTIMIZERS, make_optimizer
 from ..plumbing.results import array_fingerprint
 
@@ -306,8 +307,6 @@ def _train(models: list[DAECond], x_train, cfg: DiffusionTrainConfig, generators
 
 def _train_loop(models: list[DAECond], x_train, cfg: DiffusionTrainConfig, generators: list, progress: bool,
                 log_every: int, matmul_dtype) -> dict:
-    from tqdm.auto import trange
-
     S = len(models)
     x_train = torch.as_tensor(x_train, dtype=torch.float32).contiguous()
     n, d = x_train.shape
@@ -325,7 +324,7 @@ def _train_loop(models: list[DAECond], x_train, cfg: DiffusionTrainConfig, gener
     sigma, idx = torch.empty(S, B, 1), torch.empty(S, B, dtype=torch.int64)
     drawn = (lambda t: t[0]) if S == 1 else (lambda t: t)     # what the gradients see: [B, ...] or [S, B, ...]
     loss_steps, losses, t0 = [], [], time.perf_counter()
-    for step in trange(cfg.steps, disable=not progress, desc=f"{cfg.optimizer} n={n} x{S}", mininterval=2):
+    for step in progress_range(cfg.steps, f"{cfg.optimizer} n={n} x{S}", progress):
         for s, (batch, g) in enumerate(zip(batches, generators)):   # each seed's draws, in the official order:
             idx[s] = batch.next()                                    # the loader's batch,
             _sample_sigma(B, cfg, out=sigma[s], generator=g)         # σ (`sample_sigmas`),
