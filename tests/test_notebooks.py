@@ -20,14 +20,15 @@ def smoke_figure_resolution(monkeypatch):
 
 EXPECTED = {
     "ReLU_DAE": {
-        "figures": ["celeba_weights", "celeba_rep", "celeba_denoise"],
+        "figures": ["fig3_dae_weights_lfw_standin", "fig4_dae_reps_lfw_standin", "dae_denoising_lfw_standin"],
         "keys": ["data_source", "mem.live_units", "mem.max_cos_live", "mem.col_norms_live",
                  "mem.predicted_col_norms", "gen.units_norm_gt_0_5", "gen.median_max_cos",
                  "mem.rep_std_mean", "gen.rep_std_mean", "train_seconds.mem", "train_seconds.gen"],
     },
     "ReLU_Diffusion": {
-        "figures": ["celeba_sampling_mem", "celeba_sampling_gen", "celeba_sampling_memorization",
-                    "celeba_diffusion_rep"],
+        "figures": ["fig2_sampling_mem_lfw_standin", "fig2_sampling_gen_lfw_standin",
+                    "fig2_memorization_rates_lfw_standin", "diffusion_reps_lfw_standin",
+                    "diffusion_mem_seeds_lfw_standin"],
         "keys": ["data_source", "mem.memorized_fraction_nn_ratio_unit_norm", "gen.memorized_fraction_nn_ratio_unit_norm",
                  "mem.memorized_fraction_cos", "gen.memorized_fraction_cos", "mem.memorized_fraction_nn_ratio",
                  "mem.norm_over_nn_norm_quantiles", "mem.rep_std_mean", "gen.rep_std_mean", "mem.live_units",
