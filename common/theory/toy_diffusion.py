@@ -33,6 +33,7 @@ from ..plumbing import checkpoints
 
 from . import stats
 from ..plumbing.checkpoints import load_official_state, load_safetensors, save_safetensors
+from ..plumbing.denormals import flushed_denormals
 from ..plumbing.notices import progress_range
 from .dae import OPTIMIZERS, make_optimizer
 from ..plumbing.results import array_fingerprint
@@ -282,25 +283,15 @@ def train_diffusion_seeds(x_train: torch.Tensor, cfg: DiffusionTrainConfig, seed
     return models, log
 
 
-@contextmanager
-def flushed_denormals():
-    """Subnormal floats (below 1.2e-38 in float32) read and written as zero on the CPU, then torch's default again.
-
-    Weight decay drives the unused units' weights towards zero; once they are subnormal, an Intel CPU takes a
-    microcode path for every product with them, a matmul ~200 times slower (`benchmarks/denormal_speed.py`): the
-    Gen run slows from ~100 to ~7 steps a second there after its first ~13,000 steps. AMD CPUs pay far less. The
-    flush changes only those values, zero at float32's precision next to the weights that matter."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
 def _train(models: list[DAECond], x_train, cfg: DiffusionTrainConfig, generators: list, progress: bool,
            log_every: int, matmul_dtype) -> dict:
     """The loop behind `train_diffusion` (S = 1, 2-D tensors) and `train_diffusion_seeds` (S models stacked),
-    run with subnormals flushed to zero (`flushed_denormals`)."""
+    run with subnormals flushed to zero on every thread (`flushed_denormals`).
+
+    Why: weight decay drives the unused units' weights towards zero; once they are subnormal, an Intel CPU takes a
+    microcode path for every product with them, a matmul over 100 times slower (`benchmarks/denormal_speed.py`), and the
+    Gen run would slow more than tenfold after its first ~13,000 steps. AMD CPUs pay far less. The flush changes
+    only those values, zero at float32's precision next to the weights that matter."""
     with flushed_denormals():
         return _train_loop(models, x_train, cfg, generators, progress, log_every, matmul_dtype)
 
@@ -463,8 +454,8 @@ def _cache_key(x_train: torch.Tensor, cfg: DiffusionTrainConfig, hidden: int, ma
     rounding: the GEMM enters the key only when it is not the default, as the dtype only when it is not fp32."""
     key = {"model": {"d": x_train.shape[1], "hidden": hidden}, "train": cfg.to_dict(),
            "data": array_fingerprint(x_train),
-           "trainer": "train_diffusion/v4"}        # v3: the official random stream (seed once, official init
-    #                                               order); v4: subnormals flushed to zero while training
+           "trainer": "train_diffusion/v5"}        # v3: the official random stream (seed once, official init
+    #                                order); v5: subnormals flushed to zero on every thread while training
     if matmul_dtype is not None:                   # the fp32 key has no dtype entry
         key["matmul_dtype"] = matmul_dtype
     if gemm != DEFAULT_GEMM:                       # the default GEMM's key has no gemm entry
