@@ -20,14 +20,6 @@ NOISE = {
 }
 
 NOTEBOOKS = all_notebooks()
-# Outputs not yet rerun on the current code: its models train for over an hour on 2 cores (the trainer's key changed
-# with the subnormal flush). strict: the mark fails the suite once a rerun makes the notebook pass, so it is removed.
-NOT_RERUN = {"ReLU_Diffusion"}
-
-
-def committed_outputs(notebooks):
-    return [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="outputs predate the code: rerun pending"))
-            if p.stem in NOT_RERUN else p for p in notebooks]
 
 
 def cells(path: Path, kind: str = "code"):
@@ -54,7 +46,7 @@ def test_code_cells_are_short_and_lines_fit(path):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("path", committed_outputs(NOTEBOOKS), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_outputs_are_short_and_clean(path):
     problems = []
     for i, cell in enumerate(cells(path)):
@@ -68,7 +60,7 @@ def test_outputs_are_short_and_clean(path):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("path", committed_outputs(NOTEBOOKS), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_outputs_come_from_one_run_of_the_cells_as_committed(path):
     """Every code cell was executed, in order, in one run (execution counts 1, 2, 3, ...), and no papermill
     injected-parameters cell is left to override the parameter cell."""
