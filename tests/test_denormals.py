@@ -14,7 +14,10 @@ N = 1 << 20                     # elements enough for torch to split an elementw
 @pytest.fixture
 def two_threads():
     """Torch on two threads, its OpenMP pool already started (so the workers' state predates the flush, as it does
-    in a notebook that computed anything before training)."""
+    in a notebook that computed anything before training), and scikit-learn's own copy of libgomp loaded beside
+    torch's, as it is once anything imports scikit-learn: the flush must reach torch's pool, not that one's."""
+    import sklearn.cluster  # noqa: F401  (loads scikit_learn.libs/libgomp-<hash>.so)
+    denormals._openmp_runtime.cache_clear()                  # choose again, with both runtimes loaded
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     torch.ones(N).mul_(2.0)                                   # a parallel op: starts the pool's workers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import re
 from contextlib import contextmanager
 from functools import cache
@@ -23,8 +24,10 @@ _FENV_BYTES = 64        # room for glibc's fenv_t (32 bytes on x86-64: the x87 s
 
 @cache
 def _openmp_runtime() -> ctypes.CDLL | None:
-    """The OpenMP runtime loaded into this process for torch (libgomp, libiomp5 or libomp all export the GNU entry
-    point `GOMP_parallel`), found in /proc/self/maps so that it is the very library whose thread pool torch uses."""
+    """The OpenMP runtime torch's thread pool lives in (libgomp, libiomp5 or libomp; all export the GNU entry point
+    `GOMP_parallel`), among those mapped into this process (/proc/self/maps). Other packages bring their own copies
+    (scikit-learn's wheel a libgomp-<hash>.so, with a pool of its own), so the choice is: a runtime inside torch's
+    folder (pip wheels), else one under its plain name (the one torch linked from the system), else none."""
     if "OpenMP" not in torch.__config__.parallel_info():
         return None
     try:
@@ -32,7 +35,11 @@ def _openmp_runtime() -> ctypes.CDLL | None:
             paths = {line.split()[-1] for line in f if re.search(r"/lib(gomp|iomp5|omp)[^/]*\.so", line)}
     except OSError:
         return None
-    for path in sorted(paths):
+    torch_dir = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
+    plain = re.compile(r"lib(gomp|iomp5|omp)\.so(\.\d+)*$")
+    in_torch = sorted(p for p in paths if os.path.realpath(p).startswith(torch_dir))
+    ranked = in_torch + sorted(p for p in paths if plain.fullmatch(os.path.basename(p)) and p not in in_torch)
+    for path in ranked:
         lib = ctypes.CDLL(path)
         if hasattr(lib, "GOMP_parallel"):
             lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
