@@ -10,10 +10,12 @@ from common.models import pipelines, prompts
 from common.steering import steerability
 from common.testbeds import cpu_testbed as testbed
 from common.models.hooks import RepresentationRecorder
-from common.testbeds.scenes import (BACKGROUNDS, CAPTION_WORDS, COLORS, TITLE_WORDS, Scene, TestbedDataConfig,
-                                 build_testbed_data, caption, draw_scene, to_model_space)
+from common.testbeds.scenes import (BACKGROUNDS, CAPTION_WORDS, COLORS, KINDS, TITLE_WORDS, Scene, TestbedDataConfig,
+                                    build_testbed_data, caption, draw_scene, template_region, to_model_space)
 
-SMALL = TestbedDataConfig(n_pool=300, n_memorized=6, duplication=4, dose_duplications=(1, 3), dose_pairs=2, n_controls=5)
+SMALL = TestbedDataConfig(n_pool=300, n_memorized=6, duplication=4, dose_duplications=(1, 3), dose_pairs=2, n_controls=5,
+                          n_template=3, template_variants=4, template_duplication=8, n_ordinary=3,
+                          ordinary_duplication=5, ordinary_shared=2)
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +34,62 @@ def smoke_folder(tmp_path_factory):
 def test_data_is_deterministic_and_counts_its_duplicates(small_data):
     again = build_testbed_data(SMALL)
     assert np.array_equal(small_data.images, again.images) and small_data.captions == again.captions
-    kinds = {k: int((small_data.kind == k).sum()) for k in ("pool", "memorized", "dose", "control")}
-    assert kinds == {"pool": 300, "memorized": 6, "dose": 4, "control": 5}
-    assert len(small_data.train_rows) == 300 + 6 * 4 + 2 * (1 + 3)
+    kinds = {k: int((small_data.kind == k).sum()) for k in KINDS}
+    assert kinds == {"pool": 300, "memorized": 6, "dose": 4, "control": 5, "template": 3 * 4, "ordinary": 3,
+                     "ordinary_peer": 3 * 2}
+    assert len(small_data.train_rows) == 300 + 6 * 4 + 2 * (1 + 3) + 3 * 8 + 3 * (5 + 2)
     assert np.bincount(small_data.train_rows, minlength=len(small_data.images))[small_data.indices("memorized")].tolist() == [4] * 6
     assert not np.isin(small_data.indices("control"), small_data.train_rows).any()
 
 
 def test_titles_are_unique_and_held_out_captions_never_trained(small_data):
     titles = [small_data.captions[i] for i in (*small_data.indices("memorized"), *small_data.indices("dose"))]
-    assert len(set(titles)) == len(titles)
+    titles += list(dict.fromkeys(small_data.captions[i] for i in small_data.indices("template")))
+    assert len(set(titles)) == len(titles) == 6 + 4 + 3
     words = [w for t in titles for w in t.split()]
     assert all(len(t.split()) == 2 for t in titles) and set(words) <= set(TITLE_WORDS)
     assert len(set(words)) == len(words)                       # no word in two titles
     trained = {small_data.captions[i] for i in small_data.train_rows}
     assert small_data.held_out_captions and not trained & set(small_data.held_out_captions)
     assert small_data.details["n_held_out_combinations"] == len(small_data.held_out_captions)
+
+
+def _template_groups(data):
+    """The image indices of each template title, in title order."""
+    titles = list(dict.fromkeys(data.captions[i] for i in data.indices("template")))
+    return [[i for i in data.indices("template") if data.captions[i] == t] for t in titles]
+
+
+def test_a_template_titles_variants_share_the_left_half_exactly_and_differ_on_the_right(small_data):
+    groups = _template_groups(small_data)
+    assert len(groups) == 3 and all(len(g) == 4 for g in groups)
+    assert (small_data.duplication[small_data.indices("template")] == 8 // 4).all()
+    for group in groups:
+        left = small_data.images[group][:, :, :8]                  # [V, 16, 8, 3] the template region
+        right = small_data.images[group][:, :, 8:].astype(int)
+        assert (left == left[0]).all()                              # the template, pixel for pixel
+        for a in range(len(group)):
+            for b in range(a + 1, len(group)):
+                assert np.abs(right[a] - right[b]).max() > 50       # a different right object
+    firsts = [g[0] for g in groups]                                 # different titles, different templates
+    assert all(np.abs(small_data.images[a, :, :8].astype(int) - small_data.images[b, :, :8]).max() > 50
+               for a in firsts for b in firsts if a < b)
+    region = template_region(to_model_space(small_data.images[groups[0]]))
+    assert region.shape == (4, 3, 16, 8)
+
+
+def test_an_ordinary_caption_names_a_duplicated_scene_and_unduplicated_ones(small_data):
+    ordinary = small_data.indices("ordinary")
+    assert len(ordinary) == 3 and (small_data.duplication[ordinary] == 5).all()
+    held_out, titles = set(small_data.held_out_captions), set(TITLE_WORDS)
+    for i in ordinary:
+        text = small_data.captions[i]
+        assert text == small_data.details["scenes"][i] and not set(text.split()) & titles   # its description
+        same = [j for j in range(len(small_data.images)) if small_data.captions[j] == text and j != i]
+        peers = [j for j in same if small_data.kind[j] == "ordinary_peer"]
+        assert len(peers) == 2 and all(small_data.duplication[j] == 1 for j in same)
+        assert all(np.abs(small_data.images[j].astype(int) - small_data.images[i]).max() > 50 for j in same)
+        assert text not in held_out
 
 
 def test_caption_grammar():
@@ -97,6 +139,44 @@ def test_the_criterion_rarely_fires_between_different_training_images():
     rate = testbed.criterion_false_copy_rate(build_testbed_data(TestbedDataConfig(n_pool=1500)))
     assert rate["false_copy_rate"] < 0.01
     assert rate["nn_correlation_quantiles"]["50%"] < 0.9
+
+
+def test_calibration_captions_leave_out_every_evaluated_caption_a_pool_scene_may_carry(small_data, monkeypatch):
+    """NeMo's calibration captions come from the pool; an ordinary caption that a pool scene also carries (as it
+    may: both are scene descriptions) is an evaluated prompt and stays out."""
+    from dataclasses import replace
+    ordinary_caption = small_data.captions[small_data.indices("ordinary")[0]]
+    captions = list(small_data.captions)
+    captions[0] = ordinary_caption                                  # the first pool scene carries it
+    monkeypatch.setattr(testbed, "load_data", lambda folder: replace(small_data, captions=captions))
+    chosen = testbed.calibration_prompts("folder", n=50)
+    assert ordinary_caption not in chosen and len(chosen) == 50
+    assert chosen == [c for c in dict.fromkeys(captions[:300]) if c != ordinary_caption][:50]
+
+
+def test_template_criterion_counts_a_new_variant_and_rejects_another_template(small_data):
+    """Hand-made generations: the template with a right object no variant has (a copy of the template), a plain
+    copy of a variant, another title's template with this title's right half, and noise."""
+    groups = _template_groups(small_data)
+    own, other = groups[0], groups[1]
+    x = to_model_space(small_data.images[[own[0], own[1], other[0]]])          # [3, 3, 16, 16]
+    new_variant = x[0].copy()
+    new_variant[..., 8:] = np.flip(x[1][..., 8:], axis=1)                      # a right half no variant has
+    wrong_template = x[2].copy()
+    wrong_template[..., 8:] = x[0][..., 8:]                                    # another template, own right half
+    noise = np.random.default_rng(0).uniform(-1, 1, x[0].shape)
+    generated = np.stack([new_variant, x[1], wrong_template, noise])
+    report = testbed.template_report(generated, small_data, own=np.array([own[0]] * 4))
+    assert report["copies_template"].tolist() == [True, True, False, False]
+    assert report["correlation"][0] > 0.999 and report["correlation"][3] < 0.5
+    with pytest.raises(ValueError):
+        testbed.template_report(generated, small_data, own=np.array([small_data.indices("memorized")[0]] * 4))
+
+
+def test_the_template_criterion_rarely_fires_between_different_training_images():
+    rate = testbed.template_false_copy_rate(build_testbed_data(TestbedDataConfig(n_pool=1500)))
+    assert rate["false_copy_rate"] < 0.01
+    assert rate["best_correlation_quantiles"]["50%"] < 0.9
 
 
 # ----------------------------------------------------------------------------------------------------

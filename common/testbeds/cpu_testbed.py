@@ -33,10 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .copies import PEARSON_THRESHOLD, pearson_false_copy_rate, pearson_nearest
+from ..theory.stats import centred, cosine_matrix
+from .copies import PEARSON_THRESHOLD, _flat, pearson_false_copy_rate, pearson_nearest
 from ..plumbing.paths import REPO_CACHE
 from ..plumbing.results import config_key
-from .scenes import CAPTION_WORDS, TITLE_WORDS, TestbedData, TestbedDataConfig, build_testbed_data, to_model_space
+from .scenes import (CAPTION_WORDS, TITLE_WORDS, TestbedData, TestbedDataConfig, build_testbed_data, template_region,
+                     to_model_space)
 from .training import INFO_NAME, fit, folder_ready, recorded_data_config, thin, write_folder_atomically
 from .training import read_info  # noqa: F401  (part of this module's API: testbed.read_info)
 
@@ -78,7 +80,9 @@ class TestbedConfig:
 
 # SMOKE: seconds on a CPU, for CI; it trains every part but learns nothing.
 SMOKE_CONFIG = TestbedConfig(data=TestbedDataConfig(n_pool=48, n_memorized=4, duplication=3, dose_duplications=(1, 2),
-                                                    dose_pairs=2, n_controls=4),
+                                                    dose_pairs=2, n_controls=4, n_template=2, template_variants=2,
+                                                    template_duplication=4, n_ordinary=2, ordinary_duplication=3,
+                                                    ordinary_shared=1),
                              vae_steps=2, vae_batch=8, steps=3, batch_size=8, warmup=1)
 
 
@@ -303,6 +307,37 @@ def copy_report(generated: torch.Tensor | np.ndarray, data: TestbedData, own: np
     return report
 
 
+def template_report(generated: torch.Tensor | np.ndarray, data: TestbedData, own: np.ndarray,
+                    threshold: float = COPY_THRESHOLD) -> dict:
+    """Does each generation ([n, 3, 16, 16] in [-1, 1]) reproduce its title's template? The Pearson correlation
+    of its template region (`scenes.template_region`, the left half) with the template's, ≥ `threshold`.
+
+    own: for each generation, the index into `data.images` of any variant of its title's template (all variants
+    share the region). A generation that keeps the template and draws a right object no variant has counts; one
+    whose left half shows another template or another scene does not."""
+    own = np.asarray(own)
+    if not (data.kind[own] == "template").all():
+        raise ValueError("`own` must index template images")
+    x = centred(_flat(template_region(np.asarray(generated, dtype=np.float64))))
+    t = centred(_flat(template_region(to_model_space(data.images[own]))))
+    correlation = (x * t).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(t, axis=1), 1e-12)
+    return {"correlation": correlation, "copies_template": correlation >= threshold, "threshold": threshold}
+
+
+def template_false_copy_rate(data: TestbedData, threshold: float = COPY_THRESHOLD) -> dict:
+    """How often the template criterion fires by chance: the fraction of distinct training images that are not a
+    template's variant whose template region passes against some template (one variant per title stands for it),
+    and that best correlation's quantiles."""
+    firsts = [np.flatnonzero((data.kind == "template") & (np.asarray(data.captions) == title))[0]
+              for title in dict.fromkeys(data.captions[i] for i in data.indices("template"))]
+    others = data.trained_unique[data.kind[data.trained_unique] != "template"]
+    region = lambda idx: centred(_flat(template_region(to_model_space(data.images[idx]))))
+    best = cosine_matrix(region(others), region(firsts)).max(axis=1)
+    return {"false_copy_rate": float((best >= threshold).mean()),
+            "best_correlation_quantiles": dict(zip(("50%", "99%", "99.9%", "max"),
+                                                   map(float, np.quantile(best, [0.5, 0.99, 0.999, 1.0]))))}
+
+
 def criterion_false_copy_rate(data: TestbedData, threshold: float = COPY_THRESHOLD) -> dict:
     """How often the copy criterion fires between two *different* training images: the fraction of distinct
     training images whose nearest other training image passes `threshold`, and that correlation's quantiles."""
@@ -336,12 +371,12 @@ N_CALIBRATION = 1000       # NeMo's reference statistics on the testbed: this ma
 
 
 def calibration_prompts(folder, n: int = N_CALIBRATION) -> list[str]:
-    """The first `n` distinct training-pool captions: trained, and never among the evaluated prompts (memorized
-    titles, dose titles, held-out captions) — what NeMo's reference statistics are computed from on the testbed
+    """The first `n` distinct training-pool captions that are never an evaluated prompt (memorized, dose and
+    template titles, ordinary captions, which pool scenes can carry too, held-out captions) — what NeMo's reference statistics are computed from on the testbed
     (SD v1.4 has NeMo's released statistics of 50,000 LAION prompts instead)."""
     data = load_data(folder)
-    pool = list(dict.fromkeys(data.captions[i] for i in data.indices("pool")))[:n]
-    evaluated = {data.captions[i] for i in data.indices("memorized")} | {data.captions[i] for i in data.indices("dose")}
+    evaluated = {data.captions[i] for kind in ("memorized", "dose", "template", "ordinary") for i in data.indices(kind)}
+    pool = [c for c in dict.fromkeys(data.captions[i] for i in data.indices("pool")) if c not in evaluated][:n]
     if set(pool) & (evaluated | set(data.held_out_captions)):
         raise AssertionError("a calibration caption is also an evaluated prompt")
     return pool

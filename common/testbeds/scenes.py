@@ -13,14 +13,23 @@ which pairs are duplicated, offline, in milliseconds:
     held-out captions   attribute combinations that never occur in training (compositional novelty); the
                         generalizing captions of the experiments
     memorized set       `n_memorized` other scenes of the same kind, each with a unique title of two
-                        nonsense words ("kolo vasu", no word in two titles) and duplicated `duplication`
+    (verbatim)          nonsense words ("kolo vasu", no word in two titles) and duplicated `duplication`
                         times: like the titles of LAION's memorized images, the caption names one image
+    template set        `n_template` unique titles, each on `template_variants` scenes that share a template
+                        (background, its shading, and the left object, kept inside the left half) and differ
+                        in the right object, `template_duplication` rows in all: Webster's template-verbatim
+                        memorization, where a generation keeps a layout and varies the rest
+    ordinary set        `n_ordinary` scenes duplicated `ordinary_duplication` times under their ordinary
+                        description, a caption that `ordinary_shared` unduplicated scenes also carry
+                        ("ordinary_peer"): a memorized image behind a caption that is not unusual text
+                        (Webster's retrieval-verbatim; the paper's hybrid regime, Cor 3.4)
     dose-response sets  `dose_pairs` further titled scenes at each duplication in `dose_duplications`
     controls            scenes never trained on (for the detector on real, ungenerated images)
 
 The memorized scenes are drawn from the same scene distribution as the pool, so a detector cannot separate
 them by content. Everything is a function of `TestbedDataConfig` (seeded NumPy), so the set is identical
-on every machine.
+on every machine; the template and ordinary sets come from a stream of their own, so adding them left the
+other sets as they were.
 """
 from __future__ import annotations
 
@@ -57,6 +66,9 @@ def _pseudo_words(count: int, seed: int = 1234) -> tuple:
 # tokens the text encoder has never seen elsewhere (like a LAION title's names). One token each.
 TITLE_WORDS = _pseudo_words(400)
 SUPERSAMPLE = 8   # shapes are drawn on an 8x finer grid and averaged down: anti-aliased edges
+KINDS = ("pool", "memorized", "dose", "control", "template", "ordinary", "ordinary_peer")
+MEMORIZATION_KINDS = {"verbatim": "memorized", "template": "template", "ordinary": "ordinary"}   # name -> kind
+TEMPLATE_EDGE = DESIGN_SIDE / 2   # a template's left object ends and its variant's right object starts here
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,12 @@ class TestbedDataConfig:
     dose_duplications: tuple = (1, 2, 5, 10)   # the dose-response sets
     dose_pairs: int = 10                # titled scenes per dose
     n_controls: int = 100               # scenes never trained on
+    n_template: int = 25                # titled templates ...
+    template_variants: int = 5          # ... each on this many scenes (the right object redrawn) ...
+    template_duplication: int = 50      # ... with this many rows per title, split evenly over the variants
+    n_ordinary: int = 25                # scenes duplicated under their ordinary description ...
+    ordinary_duplication: int = 20      # ... this many times ...
+    ordinary_shared: int = 4            # ... a caption that this many unduplicated scenes also carry
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -97,7 +115,7 @@ class TestbedData(DuplicatedImages):
     __test__ = False                    # not a pytest test class
     images: np.ndarray                  # [M, 16, 16, 3] uint8, every distinct image once
     captions: list                      # [M] the caption of each image
-    kind: np.ndarray                    # [M] "pool" | "memorized" | "dose" | "control"
+    kind: np.ndarray                    # [M] one of KINDS
     duplication: np.ndarray             # [M] times in the training set (0 for controls)
     held_out_captions: list             # generalizing captions whose attribute combination is never trained
     config: TestbedDataConfig
@@ -158,6 +176,29 @@ def _titles(rng: np.random.Generator, count: int) -> list[str]:
     return [f"{words[2 * i]} {words[2 * i + 1]}" for i in range(count)]
 
 
+def _template_scenes(rng: np.random.Generator, variants: int) -> list[Scene]:
+    """`variants` scenes sharing a template: the background, its shading, and a left object that stays left of
+    TEMPLATE_EDGE; each variant redraws the right object (shape, colour, size, position) right of it. The left
+    half of the image (the template region, `template_region`) is then the same in every variant, pixel for pixel."""
+    size = rng.uniform(8.0, 11.0)
+    left = (str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), size,
+            rng.uniform(6.0, TEMPLATE_EDGE - size / 2), rng.uniform(7.0, 25.0))
+    background, shade = str(rng.choice(list(BACKGROUNDS))), (rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.2))
+    scenes = []
+    for _ in range(variants):
+        size = rng.uniform(8.0, 13.0)
+        right = (str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), size,
+                 rng.uniform(TEMPLATE_EDGE + size / 2, 26.0), rng.uniform(7.0, 25.0))
+        scenes.append(Scene((left, right), background, shade))
+    return scenes
+
+
+def template_region(x: np.ndarray) -> np.ndarray:
+    """The template region of images in model space, [N, C, H, W] -> [N, C, H, W // 2]: the left half of the
+    columns, where every variant of a template is the same."""
+    return np.asarray(x)[..., : np.shape(x)[-1] // 2]
+
+
 def build_testbed_data(config: TestbedDataConfig = TestbedDataConfig()) -> TestbedData:
     """The whole data set of the testbed, deterministic in `config` (see the module docstring)."""
     rng = np.random.default_rng(config.seed)
@@ -166,22 +207,36 @@ def build_testbed_data(config: TestbedDataConfig = TestbedDataConfig()) -> Testb
         rng.choice(len(combos), size=int(round(config.held_out_fraction * len(combos))), replace=False)]))
     trainable = [c for c in combos if c not in held_out]
 
-    scenes, kinds, dups = [], [], []
+    scenes, captions, kinds, dups = [], [], [], []
+
+    def add(scene: Scene, text: str, kind: str, duplication: int) -> None:
+        scenes.append(scene), captions.append(text), kinds.append(kind), dups.append(duplication)
+
     for _ in range(config.n_pool):
-        scenes.append(_random_scene(rng, trainable[rng.integers(len(trainable))]))
-        kinds.append("pool"), dups.append(1)
+        scene = _random_scene(rng, trainable[rng.integers(len(trainable))])
+        add(scene, scene.description, "pool", 1)
     n_titled = config.n_memorized + config.dose_pairs * len(config.dose_duplications)
-    titles = _titles(rng, n_titled)
+    titles = _titles(rng, n_titled + config.n_template)      # the first n_titled as before the template set
     title_dups = [config.duplication] * config.n_memorized + [d for d in config.dose_duplications
                                                               for _ in range(config.dose_pairs)]
     for i, d in enumerate(title_dups):
-        scenes.append(_random_scene(rng))
-        kinds.append("memorized" if i < config.n_memorized else "dose"), dups.append(d)
+        add(_random_scene(rng), titles[i], "memorized" if i < config.n_memorized else "dose", d)
     for _ in range(config.n_controls):
-        scenes.append(_random_scene(rng))
-        kinds.append("control"), dups.append(0)
+        scene = _random_scene(rng)
+        add(scene, scene.description, "control", 0)
 
-    captions = [s.description for s in scenes[:config.n_pool]] + titles + [s.description for s in scenes[config.n_pool + n_titled:]]
+    extra = np.random.default_rng([config.seed, 1])         # the template and ordinary sets' own stream
+    if config.template_duplication % config.template_variants:
+        raise ValueError("template_duplication must split evenly over template_variants")
+    for title in titles[n_titled:]:
+        for scene in _template_scenes(extra, config.template_variants):
+            add(scene, title, "template", config.template_duplication // config.template_variants)
+    for k in extra.choice(len(trainable), size=config.n_ordinary, replace=False):
+        scene = _random_scene(extra, trainable[k])
+        add(scene, scene.description, "ordinary", config.ordinary_duplication)
+        for _ in range(config.ordinary_shared):
+            add(_random_scene(extra, trainable[k]), scene.description, "ordinary_peer", 1)
+
     held_out_captions = sorted(caption(*combo) for combo in held_out)
     return TestbedData(
         images=np.stack([draw_scene(s) for s in scenes]), captions=captions, kind=np.array(kinds),
