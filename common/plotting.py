@@ -354,6 +354,33 @@ def plot_detector_rocs(ax, curves: dict[str, tuple[np.ndarray, np.ndarray]], lab
 # ----------------------------------------------------------------------------------------------------
 # The CPU testbed's image grids (CPU_testbed.ipynb)
 # ----------------------------------------------------------------------------------------------------
+KIND_COLORS = {"verbatim": "#4c72b0", "template": "#dd8452", "ordinary": "#55a868", "all": "0.35"}
+
+
+def plot_auroc_by_kind(ax, by_kind: dict[str, dict], kinds, paper: dict | None = None) -> None:
+    """Grouped bars: per method (x), one bar per kind (its AUROC, the bootstrap CI as an error bar; a kind without
+    positives is left out), and the paper's AUROC as a black diamond on the "all" bar; chance dashed; legend
+    outside. by_kind: {method: {kind: {"auroc", "auroc_ci", ...}}}; paper: {method: (auroc, ...) or None}."""
+    methods, width = list(by_kind), 0.8 / len(kinds)
+    for k, kind in enumerate(kinds):
+        x = np.arange(len(methods)) + (k - (len(kinds) - 1) / 2) * width
+        rows = [by_kind[m][kind] for m in methods]
+        have = [r["auroc"] is not None for r in rows]
+        auroc = np.array([r["auroc"] if ok else np.nan for r, ok in zip(rows, have)])
+        ci = np.array([r["auroc_ci"] if ok else (np.nan, np.nan) for r, ok in zip(rows, have)])   # [M, 2]
+        ax.bar(x, auroc, width, color=KIND_COLORS.get(kind, "0.5"), label=kind,
+               yerr=np.abs(ci.T - auroc), capsize=2, error_kw={"linewidth": 1})
+        if kind == "all" and paper:
+            marks = [(xi, paper[m][0]) for xi, m in zip(x, methods) if paper.get(m)]
+            if marks:
+                ax.plot(*zip(*marks), "D", color="black", markersize=7, label="paper (all)")
+    ax.axhline(0.5, color="black", linestyle=":", linewidth=1.2, label="chance")
+    ax.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("AUROC vs held-out captions")
+    legend_outside(ax, "right", fontsize=12)
+
+
 def as_display_image(image) -> np.ndarray:
     """An image [3, H, W] in [-1, 1] (a torch tensor or array), [H, W, 3] in [0, 1] or [H, W, 3] uint8 in
     [0, 255] -> [H, W, 3] in [0, 1]."""

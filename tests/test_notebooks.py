@@ -45,9 +45,13 @@ EXPECTED = {
     },
     "CPU_testbed": {
         "results": "CPU_testbed",
-        "figures": ["cpu_testbed_data", "cpu_testbed_ground_truth", "cpu_testbed_dose_response"],
+        "figures": ["cpu_testbed_data", "cpu_testbed_ground_truth", "cpu_testbed_kinds", "cpu_testbed_dose_response"],
         "keys": ["model", "memorized_caption_copy_fraction", "generalizing_caption_copy_fraction", "copy_threshold",
-                 "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate"],
+                 "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate",
+                 *[f"ground_truth_by_kind.{kind}.{key}" for kind in ("verbatim", "template", "ordinary")
+                   for key in ("n_captions", "n_generations", "memorized_fraction",
+                               "captions_with_a_memorized_generation", "criterion", "criterion_false_copy_rate")],
+                 "kind_sets.template", "template_criterion_best_correlation_quantiles"],
     },
     "EDM_testbed": {
         "figures": ["edm_testbed_data", "edm_testbed_ground_truth", "appC2_reps_edm_testbed",
@@ -78,12 +82,16 @@ EXPECTED = {
                        "GEN_PROMPTS": SHARED_PROMPTS / "unmemorized_laion_prompts.csv"},
     },
     "Table1_detection": {
-        "figures": ["table1_roc", "table1_control", "table1_wen_steps"],
+        "figures": ["table1_roc", "table1_by_kind", "table1_control", "table1_wen_steps"],
         "keys": ["model", "n.mem", "n.gen", "n.control", "std_rank_by_auroc", "paper.std.laion.auroc",
                  *[f"laion.{method}.{key}" for method in ("carlini", "wen", "wen-4x50", "nemo", "nemo-ssim", "lid",
                                                           "lid-cond", "std")
                    for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_official",
                                "seconds_per_sample", "prompt_free", "auroc_vs_low_dose_titles", "time_ratio_to_std")],
+                 *[f"laion.{method}.by_kind.{kind}.{key}" for method in ("carlini", "wen", "nemo", "lid", "std")
+                   for kind in ("verbatim", "template", "ordinary", "all")
+                   for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr")],
+                 "claim_by_kind.all.matches", "memorized_by_kind.template.n_memorized",
                  "laion.carlini.verdict_fraction_mem", "laion.std.scores_read_from_cache", "settings.score_cache",
                  "settings.lid_probe_scheme", "settings.nemo_ssim.seeds", "settings.nemo_ssim.data_range"],
         "parameters": {"MEM_PROMPTS": SHARED_PROMPTS / "sdv1_500_memorized.jsonl",
@@ -209,6 +217,11 @@ def test_sd_notebook_runs_on_a_smoke_testbed_and_says_so(name, tmp_path, monkeyp
     elif name == "Table1_detection":              # the control: the titles trained once or twice
         assert payload["n"]["control"] == sum(len(data.indices("dose", d)) for d in (1, 2)) > 0
         assert payload["settings"]["nemo_statistics"].endswith("calibration prompts")
+        config = testbed.SMOKE_CONFIG.data      # every kind's set, per caption as KIND_SETS says
+        assert {k: v["n_generations"] for k, v in payload["memorized_by_kind"].items()} == {
+            "verbatim": config.n_memorized, "template": config.n_template * testbed.KIND_SETS["template"][2],
+            "ordinary": config.n_ordinary * testbed.KIND_SETS["ordinary"][2]}
+        assert set(payload["laion"]["std"]["by_kind"]) == {"verbatim", "template", "ordinary", "all"}
     else:
         assert payload["task"] == "dark background"
 

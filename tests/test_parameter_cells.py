@@ -32,6 +32,7 @@ MIRRORS = [   # (notebook, parameter, the constant it mirrors)
     ("SD_compare_reps", "WEN_STEPS", detectors.wen.WEN_STEPS),
     ("Table1_detection", "METHODS", detectors.TABLE_ROWS),
     ("Table1_detection", "N_CALIBRATION", cpu_testbed.N_CALIBRATION),
+    *[(nb, "KIND_SETS", cpu_testbed.KIND_SETS) for nb in ("CPU_testbed", "Table1_detection")],
     ("SD_steering", "N_REF_PER_SIDE", steerability.N_REF_PER_SIDE),
     ("SD_steering", "NUM_INFERENCE_STEPS", steerer.NUM_INFERENCE_STEPS),
     ("SD_steering", "STEER_LAST_N", steerer.STEER_LAST_N),

@@ -48,3 +48,19 @@ def test_set_plain_ticks_labels_a_log_axis_with_the_values():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.2", "0.8", "2", "5"]
     assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
     plt.close(fig)
+
+
+def test_auroc_by_kind_draws_one_bar_per_method_and_kind_with_the_papers_diamond_on_all():
+    def row(a):
+        return {"auroc": a, "auroc_ci": [a - 0.05, a + 0.02] if a is not None else None}
+    by_kind = {"wen": {"verbatim": row(0.9), "all": row(0.8)}, "std": {"verbatim": row(None), "all": row(0.7)}}
+    fig, ax = plt.subplots()
+    plotting.plot_auroc_by_kind(ax, by_kind, ["verbatim", "all"], {"wen": (0.986, 0.9, 0.1), "std": None})
+    heights = [p.get_height() for p in ax.patches]
+    assert len(heights) == 4 and heights[0] == 0.9 and np.isnan(heights[1]) and heights[2:] == [0.8, 0.7]
+    diamond = [line for line in ax.lines if line.get_marker() == "D"]
+    assert len(diamond) == 1 and diamond[0].get_ydata().tolist() == [0.986]
+    assert diamond[0].get_xdata()[0] == ax.patches[2].get_x() + ax.patches[2].get_width() / 2
+    legend = ax.get_legend()
+    assert sorted(t.get_text() for t in legend.get_texts()) == ["all", "chance", "paper (all)", "verbatim"]
+    plt.close(fig)

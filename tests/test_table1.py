@@ -117,3 +117,44 @@ def test_curves_coincide_as_step_functions_whatever_their_threshold_count():
     b = (np.array([0.0, 0.0, 0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0, 1.0, 1.0]))   # same curve, more points
     c = (np.array([0.0, 0.1, 1.0]), np.array([0.0, 1.0, 1.0]))
     assert plotting.coinciding_curves({"a": a, "b": b, "c": c}) == {"b": "a"}
+
+
+def test_by_kind_scores_each_kind_and_the_pool_against_the_same_negatives():
+    """Hand-worked AUROCs: kind a above every negative (1), kind b below (0), both pooled: 4 of 6 pairs won."""
+    neg = np.array([1.0, 2.0])
+    rows = table1.summarize_by_kind({"a": np.array([3.0, 4.0]), "b": np.array([0.5]), "c": np.array([])}, neg,
+                                    n_boot=50)
+    assert rows["a"]["auroc"] == 1.0 and rows["b"]["auroc"] == 0.0
+    assert rows["all"]["auroc"] == pytest.approx(4 / 6) and rows["all"]["n_pos"] == 3
+    assert rows["c"] == {"auroc": None, "auroc_ci": None, "tpr_at_1pct_fpr": None, "n_pos": 0}
+    assert rows["a"]["tpr_at_1pct_fpr"] == 1.0 and rows["b"]["tpr_at_1pct_fpr"] == 0.0
+
+
+def test_the_claim_holds_when_std_reaches_the_best_prompt_based_methods_ci():
+    def row(auroc, low):
+        return {"k": {"auroc": auroc, "auroc_ci": [low, 1.0], "tpr_at_1pct_fpr": 0.5, "n_pos": 9}}
+    by_kind = {"std": row(0.90, 0.80), "wen": row(0.95, 0.88), "nemo": row(0.70, 0.60), "lid": row(0.99, 0.97)}
+    free = {"std": True, "wen": False, "nemo": False, "lid": True}
+    verdict = table1.matches_the_best_prompt_based(by_kind, free, "k")
+    assert verdict["best_prompt_based"] == "wen" and verdict["matches"] is True     # lid is prompt-free
+    by_kind["std"] = row(0.87, 0.80)
+    assert table1.matches_the_best_prompt_based(by_kind, free, "k")["matches"] is False
+    by_kind["std"]["k"]["auroc"] = None
+    assert table1.matches_the_best_prompt_based(by_kind, free, "k") is None
+
+
+def test_by_kind_lines_put_the_papers_auroc_beside_all_and_claim_lines_say_the_verdict():
+    def kinds_row(auroc, low):
+        return {k: {"auroc": auroc, "auroc_ci": [low, 1.0], "tpr_at_1pct_fpr": 0.5, "n_pos": 7}
+                for k in ("verbatim", "all")}
+    table = {"wen": {"prompt_free": False, "by_kind": kinds_row(0.95, 0.90)},
+             "std": {"prompt_free": True, "by_kind": kinds_row(0.91, 0.85)}}
+    table["wen"]["by_kind"]["verbatim"] = {"auroc": None, "auroc_ci": None, "tpr_at_1pct_fpr": None, "n_pos": 0}
+    by_name = {n: detectors.get(n) for n in table}
+    lines = table1.by_kind_lines(table, by_name, ["verbatim", "all"])
+    assert lines[1].startswith("wen") and "—" in lines[1] and lines[1].endswith(f"{0.986:8.3f}")
+    assert "0.910 [0.85, 1.00] 0.50" in lines[2] and lines[2].endswith(f"{0.987:8.3f}")
+    claim = table1.claim_by_kind(table, ["verbatim", "all"])
+    assert claim["verbatim"] is None and claim["all"]["matches"] is True
+    assert table1.claim_lines(claim) == [
+        "all: std 0.910 vs the best prompt-based method, wen 0.950 (CI from 0.900): matches"]

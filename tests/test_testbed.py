@@ -179,6 +179,28 @@ def test_the_template_criterion_rarely_fires_between_different_training_images()
     assert rate["best_correlation_quantiles"]["50%"] < 0.9
 
 
+def test_each_kinds_prompts_name_their_training_image_and_repeat_per_caption(small_data):
+    captions, named = testbed.kind_prompts(small_data, "template", per_caption=3)
+    groups = _template_groups(small_data)
+    assert named.tolist() == [g[0] for g in groups for _ in range(3)]
+    assert captions == [small_data.captions[g[0]] for g in groups for _ in range(3)]
+    captions, named = testbed.kind_prompts(small_data, "ordinary", per_caption=2)
+    assert (small_data.kind[named] == "ordinary").all() and len(named) == 2 * 3
+    captions, named = testbed.kind_prompts(small_data, "verbatim")
+    assert named.tolist() == small_data.indices("memorized").tolist()
+    assert set(testbed.KIND_SETS) == set(testbed.KIND_CRITERIA) == {"verbatim", "template", "ordinary"}
+
+
+def test_ordinary_ground_truth_counts_the_duplicated_scene_not_its_caption_peers(small_data):
+    """A copy of the duplicated scene is memorized; a copy of an unduplicated scene with the same caption is a
+    near-copy but not of the duplicated scene, so not memorized for this kind."""
+    i = small_data.indices("ordinary")[0]
+    peer = next(j for j in small_data.indices("ordinary_peer") if small_data.captions[j] == small_data.captions[i])
+    x = to_model_space(small_data.images[[i, peer]])
+    truth = testbed.kind_ground_truth(x, small_data, "ordinary", own=np.array([i, i]))
+    assert truth["memorized"].tolist() == [True, False] and truth["correlation"][1] > 0.99
+
+
 # ----------------------------------------------------------------------------------------------------
 # The model: trained at SMOKE size, saved, loaded by the SD loader
 # ----------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ..detectors.base import PAPER_ROW_NAMES, PAPER_TABLE1
 from ..plumbing.paths import RESULTS_DIR
 
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
+KINDS = ("verbatim", "template", "ordinary")      # the CPU testbed's kinds of memorization
 TIMES_START, TIMES_END = "<!-- times:start -->", "<!-- times:end -->"
 
 # The paper's numbers and claims beyond Table 1, with where each stands (figure numbers: ICLR camera-ready).
@@ -142,9 +143,12 @@ def regimes(r: dict) -> list[Row]:
 
 
 def testbed(r: dict) -> list[Row]:
+    kinds = r["ground_truth_by_kind"]
     return [Row("Generations that copy a training image: memorized titles vs held-out captions", "—",
                 f"{f2(r['memorized_caption_copy_fraction'])} vs {f2(r['generalizing_caption_copy_fraction'])}",
-                run_on(r), "CPU_testbed")]
+                run_on(r), "CPU_testbed"),
+            Row("Generations memorized, by kind: verbatim / template / ordinary caption", "—",
+                " / ".join(f2(kinds[k]["memorized_fraction"]) for k in KINDS), run_on(r), "CPU_testbed")]
 
 
 def sd_compare_reps(r: dict) -> list[Row]:
@@ -169,6 +173,10 @@ def table1(r: dict) -> list[Row]:
     here = f"{ordinal(rank.index('std') + 1)} of {len(rank)} (with variants)" if "std" in rank else "not run"
     rows.append(Row("Table 1, LAION: rank of the std detector by AUROC", f"{ordinal(paper_rank)} of {len(PAPER_TABLE1)}",
                     here, on, nb))
+    if "by_kind" in laion.get("std", {}):
+        by_kind = {m: laion[m]["by_kind"] for m in ("std", "wen")}
+        rows += [Row(f"Table 1 by kind: {method(m)}, AUROC, verbatim / template / ordinary", "—",
+                     " / ".join(f3(by_kind[m][k]["auroc"]) for k in KINDS), run_on(r), nb) for m in by_kind]
     return rows
 
 

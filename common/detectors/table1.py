@@ -6,6 +6,9 @@ generations, one row per method, each column headed by the model it actually ran
     control_rows      the testbed's control: rows of the dose set whose titles were trained `duplications` times
     score_methods     every method on every set through the folders' score caches, with seconds per sample
     summarize         one method's row: AUROC + bootstrap CI, TPR@1%FPR (strict, official), time, control AUROC
+    summarize_by_kind one method's AUROC, CI and TPR@1%FPR per kind of memorization, and all kinds pooled
+    matches_the_best_prompt_based   the paper's claim for one kind, by a rule fixed in advance
+    claim_by_kind, by_kind_lines, claim_lines   the table by kind and the claim, for every kind
     laion_lines       the LAION column beside the paper's numbers (a row the paper does not have: blank)
     column_lines      the LAION, ImageNet and CIFAR10 columns side by side, each headed "... — run on: <model>"
     run_on_name       the model a column ran on, as a heading says it ("cpu-testbed" -> "CPU testbed")
@@ -98,6 +101,70 @@ def summarize(detector, scores: dict[str, np.ndarray], seconds: float, reused: i
         for set_name, values in scores.items():
             row[f"verdict_fraction_{set_name}"] = float(carlini.memorized_verdict(values).mean())
     return row
+
+
+def summarize_by_kind(positives: dict[str, np.ndarray], negatives: np.ndarray, n_boot: int = 1000) -> dict:
+    """One method's Table 1 numbers per kind of memorization: {kind: {auroc, auroc_ci, tpr_at_1pct_fpr, n_pos}}
+    for each kind's positives (the scores of its generations that its criterion calls memorized) against the same
+    negatives (the generalized set), and "all" for every kind's positives pooled. A kind without a memorized
+    generation has None in place of the numbers."""
+    rows = {}
+    pooled = np.concatenate([np.asarray(p, dtype=np.float64) for p in positives.values()])
+    for kind, pos in {**positives, "all": pooled}.items():
+        if len(pos) == 0:
+            rows[kind] = {"auroc": None, "auroc_ci": None, "tpr_at_1pct_fpr": None, "n_pos": 0}
+            continue
+        summary = metrics.detection_summary(pos, negatives, n_boot=n_boot)
+        rows[kind] = {k: summary[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos")}
+    return rows
+
+
+def matches_the_best_prompt_based(by_kind: dict[str, dict], prompt_free: dict[str, bool], kind: str,
+                                  method: str = "std") -> dict | None:
+    """The paper's claim for one kind, by a rule fixed before any score was seen: `method` matches the best
+    prompt-based method when its AUROC is at least the lower end of that method's bootstrap CI. by_kind:
+    {method: summarize_by_kind(...)}. None when a needed number is missing."""
+    based = {m: rows[kind]["auroc"] for m, rows in by_kind.items()
+             if not prompt_free[m] and rows[kind]["auroc"] is not None}
+    if not based or by_kind.get(method, {}).get(kind, {}).get("auroc") is None:
+        return None
+    best = max(based, key=based.get)
+    ours, low = by_kind[method][kind]["auroc"], by_kind[best][kind]["auroc_ci"][0]
+    return {"best_prompt_based": best, "best_auroc": based[best], "best_ci_low": low, "auroc": ours,
+            "matches": bool(ours >= low)}
+
+
+def claim_by_kind(table: dict[str, dict], kinds) -> dict:
+    """`matches_the_best_prompt_based` for each kind, over the rows of `table` that have "by_kind"."""
+    by_kind = {name: row["by_kind"] for name, row in table.items() if "by_kind" in row}
+    prompt_free = {name: table[name]["prompt_free"] for name in by_kind}
+    return {kind: matches_the_best_prompt_based(by_kind, prompt_free, kind) for kind in kinds}
+
+
+def by_kind_lines(table: dict[str, dict], detectors_by_name: dict, kinds) -> list[str]:
+    """The table by kind as text: per method, "AUROC [CI] TPR@1%FPR" per kind, the paper's AUROC beside "all"."""
+    def cell(row):
+        if row["auroc"] is None:
+            return f"{'—':>22}"
+        low, high = row["auroc_ci"]
+        return f"{row['auroc']:.3f} [{low:.2f}, {high:.2f}] {row['tpr_at_1pct_fpr']:.2f}".rjust(22)
+    lines = [f"{'method':<10}" + "".join(f"{k:>22}" for k in kinds) + f"{'paper':>8}"]
+    for name, row in table.items():
+        paper = paper_numbers(detectors_by_name[name])
+        lines.append(f"{name:<10}" + "".join(cell(row["by_kind"][k]) for k in kinds)
+                     + ("" if paper is None else f"{paper[0]:8.3f}"))
+    first = next(iter(table.values()))["by_kind"]
+    lines.append("cells: AUROC [95 % CI] TPR@1%FPR; memorized generations (positives): "
+                 + ", ".join(f"{k} {first[k]['n_pos']}" for k in kinds))
+    return lines
+
+
+def claim_lines(claim: dict) -> list[str]:
+    """One line per kind: std against the best prompt-based method and the rule's verdict."""
+    return [f"{kind}: std {v['auroc']:.3f} vs the best prompt-based method, {v['best_prompt_based']} "
+            f"{v['best_auroc']:.3f} (CI from {v['best_ci_low']:.3f}): "
+            f"{'matches' if v['matches'] else 'does not match'}"
+            for kind, v in claim.items() if v is not None]
 
 
 def add_time_ratios(table: dict[str, dict]) -> None:

@@ -345,6 +345,53 @@ def criterion_false_copy_rate(data: TestbedData, threshold: float = COPY_THRESHO
 
 
 # ----------------------------------------------------------------------------------------------------
+# The three kinds of memorization, each with its captions and its per-sample criterion
+# ----------------------------------------------------------------------------------------------------
+# Fixed before any detector scored a generation of these sets (CPU_testbed and Table1_detection share them):
+# the seed of caption 0 of each set (caption i: seed + i) and the generations per caption. A verbatim title
+# copies nearly always, so one generation each; a template or an ordinary caption may copy in some generations
+# and not in others, so several.
+KIND_SETS = {"verbatim": ("mem", 0, 1), "template": ("template", 40, 4), "ordinary": ("ordinary", 50, 4)}
+KIND_CRITERIA = {
+    "verbatim": "the generation's nearest distinct training image (Pearson correlation of pixels) is the one "
+                "its title names, at correlation >= copy_threshold",
+    "template": "the Pearson correlation of the generation's template region (the left half) with its title's "
+                "template >= copy_threshold, whatever the right half holds",
+    "ordinary": "the generation's nearest distinct training image is the scene duplicated under its caption, "
+                "at correlation >= copy_threshold (a copy of an unduplicated scene with the same caption does "
+                "not count)",
+}
+
+
+def kind_prompts(data: TestbedData, kind: str, per_caption: int = 1) -> tuple[list[str], np.ndarray]:
+    """The captions of one kind of memorization ("verbatim", "template" or "ordinary"), each repeated
+    `per_caption` times, and per generation the index into `data.images` of the training image its caption
+    names (for a template title: its first variant, which holds the template)."""
+    if kind == "template":
+        titles = list(dict.fromkeys(data.captions[i] for i in data.indices("template")))
+        first = {}
+        for i in data.indices("template"):
+            first.setdefault(data.captions[i], i)
+        named = np.array([first[t] for t in titles], dtype=np.int64)
+    else:
+        named = data.indices({"verbatim": "memorized", "ordinary": "ordinary"}[kind])
+    named = np.repeat(named, per_caption)
+    return [data.captions[i] for i in named], named
+
+
+def kind_ground_truth(generated, data: TestbedData, kind: str, own: np.ndarray,
+                      threshold: float = COPY_THRESHOLD) -> dict:
+    """Per generation of one kind, whether it is memorized by that kind's criterion (`KIND_CRITERIA`):
+    {"memorized": bool [n], "correlation": [n] (the criterion's correlation), "threshold"}."""
+    if kind == "template":
+        report = template_report(generated, data, own, threshold)
+        return {"memorized": report["copies_template"], "correlation": report["correlation"],
+                "threshold": threshold}
+    report = copy_report(generated, data, own=own, threshold=threshold)
+    return {"memorized": report["copies_own"], "correlation": report["correlation"], "threshold": threshold}
+
+
+# ----------------------------------------------------------------------------------------------------
 # The testbed's prompt sets for the application notebooks
 # ----------------------------------------------------------------------------------------------------
 def prompt_records(folder):
