@@ -14,8 +14,8 @@ from common.testbeds.scenes import (BACKGROUNDS, CAPTION_WORDS, COLORS, KINDS, T
                                     build_testbed_data, caption, draw_scene, template_region, to_model_space)
 
 SMALL = TestbedDataConfig(n_pool=300, n_memorized=6, duplication=4, dose_duplications=(1, 3), dose_pairs=2, n_controls=5,
-                          n_template=3, template_variants=4, template_duplication=8, n_ordinary=3,
-                          ordinary_duplication=5, ordinary_shared=2)
+                          n_template=3, template_variants=4, template_duplication=8, n_ordinary=4,
+                          ordinary_duplications=(5, 7), ordinary_shared=2)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def test_data_is_deterministic_and_counts_its_duplicates(small_data):
     again = build_testbed_data(SMALL)
     assert np.array_equal(small_data.images, again.images) and small_data.captions == again.captions
     kinds = {k: int((small_data.kind == k).sum()) for k in KINDS}
-    assert kinds == {"pool": 300, "memorized": 6, "dose": 4, "control": 5, "template": 3 * 4, "ordinary": 3,
-                     "ordinary_peer": 3 * 2}
-    assert len(small_data.train_rows) == 300 + 6 * 4 + 2 * (1 + 3) + 3 * 8 + 3 * (5 + 2)
+    assert kinds == {"pool": 300, "memorized": 6, "dose": 4, "control": 5, "template": 3 * 4, "ordinary": 4,
+                     "ordinary_peer": 4 * 2}
+    assert len(small_data.train_rows) == 300 + 6 * 4 + 2 * (1 + 3) + 3 * 8 + 2 * (5 + 7) + 4 * 2
     assert np.bincount(small_data.train_rows, minlength=len(small_data.images))[small_data.indices("memorized")].tolist() == [4] * 6
     assert not np.isin(small_data.indices("control"), small_data.train_rows).any()
 
@@ -80,7 +80,7 @@ def test_a_template_titles_variants_share_the_left_half_exactly_and_differ_on_th
 
 def test_an_ordinary_caption_names_a_duplicated_scene_and_unduplicated_ones(small_data):
     ordinary = small_data.indices("ordinary")
-    assert len(ordinary) == 3 and (small_data.duplication[ordinary] == 5).all()
+    assert small_data.duplication[ordinary].tolist() == [5, 5, 7, 7]       # split evenly over the doses
     held_out, titles = set(small_data.held_out_captions), set(TITLE_WORDS)
     for i in ordinary:
         text = small_data.captions[i]
@@ -185,7 +185,7 @@ def test_each_kinds_prompts_name_their_training_image_and_repeat_per_caption(sma
     assert named.tolist() == [g[0] for g in groups for _ in range(3)]
     assert captions == [small_data.captions[g[0]] for g in groups for _ in range(3)]
     captions, named = testbed.kind_prompts(small_data, "ordinary", per_caption=2)
-    assert (small_data.kind[named] == "ordinary").all() and len(named) == 2 * 3
+    assert (small_data.kind[named] == "ordinary").all() and len(named) == 2 * 4
     captions, named = testbed.kind_prompts(small_data, "verbatim")
     assert named.tolist() == small_data.indices("memorized").tolist()
     assert set(testbed.KIND_SETS) == set(testbed.KIND_CRITERIA) == {"verbatim", "template", "ordinary"}

@@ -66,7 +66,7 @@ class TestbedConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    steps: int = 3200                   # UNet + text encoder
+    steps: int = 4000                   # UNet + text encoder
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 100
@@ -81,7 +81,7 @@ class TestbedConfig:
 # SMOKE: seconds on a CPU, for CI; it trains every part but learns nothing.
 SMOKE_CONFIG = TestbedConfig(data=TestbedDataConfig(n_pool=48, n_memorized=4, duplication=3, dose_duplications=(1, 2),
                                                     dose_pairs=2, n_controls=4, n_template=2, template_variants=2,
-                                                    template_duplication=4, n_ordinary=2, ordinary_duplication=3,
+                                                    template_duplication=4, n_ordinary=2, ordinary_duplications=(3,),
                                                     ordinary_shared=1),
                              vae_steps=2, vae_batch=8, steps=3, batch_size=8, warmup=1)
 

@@ -19,8 +19,9 @@ which pairs are duplicated, offline, in milliseconds:
                         (background, its shading, and the left object, kept inside the left half) and differ
                         in the right object, `template_duplication` rows in all: Webster's template-verbatim
                         memorization, where a generation keeps a layout and varies the rest
-    ordinary set        `n_ordinary` scenes duplicated `ordinary_duplication` times under their ordinary
-                        description, a caption that `ordinary_shared` unduplicated scenes also carry
+    ordinary set        `n_ordinary` scenes duplicated under their ordinary description, split evenly over
+                        the doses `ordinary_duplications`, a caption that `ordinary_shared` unduplicated scenes
+                        also carry
                         ("ordinary_peer"): a memorized image behind a caption that is not unusual text
                         (Webster's retrieval-verbatim; the paper's hybrid regime, Cor 3.4)
     dose-response sets  `dose_pairs` further titled scenes at each duplication in `dose_duplications`
@@ -84,8 +85,8 @@ class TestbedDataConfig:
     n_template: int = 25                # titled templates ...
     template_variants: int = 5          # ... each on this many scenes (the right object redrawn) ...
     template_duplication: int = 50      # ... with this many rows per title, split evenly over the variants
-    n_ordinary: int = 25                # scenes duplicated under their ordinary description ...
-    ordinary_duplication: int = 20      # ... this many times ...
+    n_ordinary: int = 24                # scenes duplicated under their ordinary description ...
+    ordinary_duplications: tuple = (50, 100, 200)   # ... split evenly over these doses ...
     ordinary_shared: int = 4            # ... a caption that this many unduplicated scenes also carry
     seed: int = 0
 
@@ -231,9 +232,12 @@ def build_testbed_data(config: TestbedDataConfig = TestbedDataConfig()) -> Testb
     for title in titles[n_titled:]:
         for scene in _template_scenes(extra, config.template_variants):
             add(scene, title, "template", config.template_duplication // config.template_variants)
-    for k in extra.choice(len(trainable), size=config.n_ordinary, replace=False):
+    doses = config.ordinary_duplications
+    if config.n_ordinary % len(doses):
+        raise ValueError("n_ordinary must split evenly over ordinary_duplications")
+    for i, k in enumerate(extra.choice(len(trainable), size=config.n_ordinary, replace=False)):
         scene = _random_scene(extra, trainable[k])
-        add(scene, scene.description, "ordinary", config.ordinary_duplication)
+        add(scene, scene.description, "ordinary", doses[i * len(doses) // config.n_ordinary])
         for _ in range(config.ordinary_shared):
             add(_random_scene(extra, trainable[k]), scene.description, "ordinary_peer", 1)
 
