@@ -175,7 +175,7 @@ def table1(r: dict) -> list[Row]:
                     here, on, nb))
     if "by_kind" in laion.get("std", {}):
         by_kind = {m: laion[m]["by_kind"] for m in ("std", "wen")}
-        rows += [Row(f"Table 1 by kind: {method(m)}, AUROC, verbatim / template / ordinary", "—",
+        rows += [Row(f"Table 1 by kind (verbatim / template / ordinary): {method(m)}, AUROC", "—",
                      " / ".join(f3(by_kind[m][k]["auroc"]) for k in KINDS), run_on(r), nb) for m in by_kind]
     return rows
 
