@@ -354,7 +354,9 @@ def plot_detector_rocs(ax, curves: dict[str, tuple[np.ndarray, np.ndarray]], lab
 # ----------------------------------------------------------------------------------------------------
 # The CPU testbed's image grids (CPU_testbed.ipynb)
 # ----------------------------------------------------------------------------------------------------
-KIND_COLORS = {"verbatim": "#4c72b0", "template": "#dd8452", "ordinary": "#55a868", "all": "0.35"}
+KIND_COLORS = {"verbatim": "#4c72b0", "template": "#dd8452", "ordinary": "#55a868", "all": "0.35",
+               "all_vs_noncopying": "0.7"}
+KIND_LABELS = {"all_vs_noncopying": "all, vs held-out\ngenerations that\ncopy nothing"}
 
 
 def plot_auroc_by_kind(ax, by_kind: dict[str, dict], kinds, paper: dict | None = None) -> None:
@@ -368,7 +370,7 @@ def plot_auroc_by_kind(ax, by_kind: dict[str, dict], kinds, paper: dict | None =
         have = [r["auroc"] is not None for r in rows]
         auroc = np.array([r["auroc"] if ok else np.nan for r, ok in zip(rows, have)])
         ci = np.array([r["auroc_ci"] if ok else (np.nan, np.nan) for r, ok in zip(rows, have)])   # [M, 2]
-        ax.bar(x, auroc, width, color=KIND_COLORS.get(kind, "0.5"), label=kind,
+        ax.bar(x, auroc, width, color=KIND_COLORS.get(kind, "0.5"), label=KIND_LABELS.get(kind, kind),
                yerr=np.abs(ci.T - auroc), capsize=2, error_kw={"linewidth": 1})
         if kind == "all" and paper:
             marks = [(xi, paper[m][0]) for xi, m in zip(x, methods) if paper.get(m)]
@@ -404,3 +406,63 @@ def image_rows(fig, rows: list[list], titles: list[list[str]], label: str | None
     if label:
         fig.suptitle(label, fontsize=fontsize + 5, fontweight="bold")
     return axes
+
+
+def plot_length_seed_sweep(fig, result: dict, title: str) -> None:
+    """A testbed's sweep (`detectors.training_sweep`): per verdict a panel against training length (×1, ×2, ×4; the other
+    training seeds as grey dots at ×1), and below, generalized samples of each length (`result["pictures"]`)."""
+    lengths = result["training_length_sweep"]
+    x = [int(k[1:]) for k in lengths]
+    runs = list(lengths.values())
+    seeds = [r for name, r in result["seed_spread"]["runs"].items() if r["seed"] != runs[0]["seed"]]
+    last = ("jacobian", "effective rank of ∂D/∂x (App. B.3)") if "jacobian" in runs[0] else \
+        ("steering_ratio", f"steering: rare / common change, α = {runs[0].get('steering_alpha', 1):g}")
+    panels = [("memorized_fraction", "memorized fraction"),
+              ("gen_nn_correlation", "sample quality: generalized samples'\nmedian correlation, nearest training"),
+              ("auroc", "AUROC, Mem vs Gen"), last]
+    pictures = result.get("pictures", {})
+    grid = fig.add_gridspec(2 + len(lengths), len(panels), height_ratios=[3, 0.35] + [1] * len(lengths))
+    for p, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, p])
+        if key == "auroc":
+            for name, color in (("std", MEM_COLOR), ("lid", "0.4")):
+                values = [r[name]["auroc"] for r in runs]
+                ci = np.array([r[name]["auroc_ci"] for r in runs]).T                               # [2, L]
+                ax.errorbar(x, values, yerr=np.abs(ci - values), color=color, marker="o", capsize=3,
+                            label="std (ours)" if name == "std" else "LID")
+                ax.plot([1] * len(seeds), [r[name]["auroc"] for r in seeds], "o", color=color, alpha=0.35,
+                        markersize=5)
+            ax.legend(fontsize=9, loc="lower right")
+        elif key == "jacobian":
+            for group, color in (("Mem", MEM_COLOR), ("Gen", GEN_COLOR)):
+                ax.plot(x, [r["jacobian"][group]["effective_rank_median"] for r in runs], "o-", color=color,
+                        label=group)
+            ax.legend(fontsize=9)
+        else:
+            ax.plot(x, [r[key] for r in runs], "o-", color="black")
+            ax.plot([1] * len(seeds), [r[key] for r in seeds], "o", color="0.6", markersize=5,
+                    label="other seeds, x1" if seeds else None)
+            if seeds and p == 0:
+                ax.legend(fontsize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [f"x{k}" for k in x])
+        ax.set_xticks([], minor=True)
+        ax.set_xlabel(f"training length (× {result['default_steps']} steps)")
+        ax.set_title(label, fontsize=11)
+        ax.grid(alpha=0.3)
+    if pictures:
+        heading = fig.add_subplot(grid[1, :])
+        heading.axis("off")
+        heading.text(0.5, 0.0, "generalized samples at each training length", ha="center", va="bottom",
+                     fontsize=12)
+    for r, k in enumerate(lengths):
+        images = pictures.get(f"steps x{k[1:]}")
+        sub = fig.add_subfigure(grid[2 + r, :])
+        if images is None:
+            continue
+        axes = sub.subplots(1, len(images))
+        for ax, image in zip(np.atleast_1d(axes), images):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+        np.atleast_1d(axes)[0].set_ylabel(k, fontsize=11, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=14)

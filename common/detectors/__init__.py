@@ -17,6 +17,7 @@ with one `Detector` and one entry in `DETECTORS`. Beside the methods:
     metrics  AUROC, TPR@1%FPR (strict and official), bootstrap CIs
     scores   detector scores of a generation folder, cached and resumable like its images
     table1   Table 1 on one model: generate the sets, score every method, one row per method, the printed tables
+    training_sweep  a testbed retrained at other lengths and seeds, its verdicts measured again (`make sweeps`)
 
 A detector reaches its model's noised input and layer through the model's family (`families.family_of(pipe)`);
 it imports `families` and the layers below, and is imported by `cli` (and the notebooks).

@@ -103,19 +103,33 @@ def summarize(detector, scores: dict[str, np.ndarray], seconds: float, reused: i
     return row
 
 
-def summarize_by_kind(positives: dict[str, np.ndarray], negatives: np.ndarray, n_boot: int = 1000) -> dict:
+NONCOPYING = "all_vs_noncopying"   # all memorized generations vs the generalized ones that copy nothing
+
+
+def summarize_by_kind(positives: dict[str, np.ndarray], negatives: np.ndarray, n_boot: int = 1000,
+                      negatives_copy: np.ndarray | None = None) -> dict:
     """One method's Table 1 numbers per kind of memorization: {kind: {auroc, auroc_ci, tpr_at_1pct_fpr, n_pos}}
     for each kind's positives (the scores of its generations that its criterion calls memorized) against the same
     negatives (the generalized set), and "all" for every kind's positives pooled. A kind without a memorized
-    generation has None in place of the numbers."""
+    generation has None in place of the numbers.
+
+    negatives_copy: bool [len(negatives)], which generalized generations copy a training image after all (the
+    per-sample truth). When some do, "all_vs_noncopying" pools the positives against the others only: the set
+    labels are by prompt, as the paper's, and this row says what the prompt-level labels cost."""
     rows = {}
+    negatives = np.asarray(negatives, dtype=np.float64)
     pooled = np.concatenate([np.asarray(p, dtype=np.float64) for p in positives.values()])
-    for kind, pos in {**positives, "all": pooled}.items():
+    against = {kind: negatives for kind in positives} | {"all": negatives}
+    pos_by_row = {**positives, "all": pooled}
+    if negatives_copy is not None and np.any(negatives_copy):
+        against[NONCOPYING] = negatives[~np.asarray(negatives_copy, dtype=bool)]
+        pos_by_row[NONCOPYING] = pooled
+    for kind, pos in pos_by_row.items():
         if len(pos) == 0:
             rows[kind] = {"auroc": None, "auroc_ci": None, "tpr_at_1pct_fpr": None, "n_pos": 0}
             continue
-        summary = metrics.detection_summary(pos, negatives, n_boot=n_boot)
-        rows[kind] = {k: summary[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos")}
+        summary = metrics.detection_summary(pos, against[kind], n_boot=n_boot)
+        rows[kind] = {k: summary[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos", "n_neg")}
     return rows
 
 
@@ -143,19 +157,24 @@ def claim_by_kind(table: dict[str, dict], kinds) -> dict:
 
 def by_kind_lines(table: dict[str, dict], detectors_by_name: dict, kinds) -> list[str]:
     """The table by kind as text: per method, "AUROC [CI] TPR@1%FPR" per kind, the paper's AUROC beside "all"."""
+    width = 26
+
     def cell(row):
         if row["auroc"] is None:
-            return f"{'—':>22}"
+            return f"{'—':>{width}}"
         low, high = row["auroc_ci"]
-        return f"{row['auroc']:.3f} [{low:.2f}, {high:.2f}] {row['tpr_at_1pct_fpr']:.2f}".rjust(22)
-    lines = [f"{'method':<10}" + "".join(f"{k:>22}" for k in kinds) + f"{'paper':>8}"]
+        return f"{row['auroc']:.3f} [{low:.2f}, {high:.2f}] {row['tpr_at_1pct_fpr']:.2f}".rjust(width)
+    header = {NONCOPYING: "all vs non-copying"}
+    lines = [f"{'method':<10}" + "".join(f"{header.get(k, k):>{width}}" for k in kinds) + f"{'paper':>8}"]
     for name, row in table.items():
         paper = paper_numbers(detectors_by_name[name])
         lines.append(f"{name:<10}" + "".join(cell(row["by_kind"][k]) for k in kinds)
                      + ("" if paper is None else f"{paper[0]:8.3f}"))
     first = next(iter(table.values()))["by_kind"]
-    lines.append("cells: AUROC [95 % CI] TPR@1%FPR; memorized generations (positives): "
-                 + ", ".join(f"{k} {first[k]['n_pos']}" for k in kinds))
+    lines.append("cells: AUROC [95 % CI] TPR@1%FPR; positives (memorized generations): "
+                 + ", ".join(f"{header.get(k, k)} {first[k]['n_pos']}" for k in kinds)
+                 + "; negatives: " + ", ".join(f"{header.get(k, k)} {first[k].get('n_neg', '-')}"
+                                              for k in kinds if k in ("all", NONCOPYING)))
     return lines
 
 

@@ -43,6 +43,8 @@ class ModelFamily:
     prompt_set      (model, "mem" | "gen", n | None) -> the prompt texts of a named set (the CLI)
     steering_task   model -> the `SteeringTask` of the steering notebook
     calibration_prompts  model -> prompts NeMo's reference statistics are computed from (where no released ones exist)
+    copies_training_image  (model, images [N, 3, H, W] in [-1, 1]) -> bool [N]: whether each generation copies a
+                    training image, where the training data is known (the testbeds); None where it is not (SD v1.4)
     """
 
     name: str
@@ -57,6 +59,7 @@ class ModelFamily:
     prompt_set: Callable = _not_offered("named prompt sets")
     steering_task: Callable = _not_offered("steering task")
     calibration_prompts: Callable = _not_offered("calibration prompts (NeMo: use its released statistics)")
+    copies_training_image: Callable | None = None
 
     def __post_init__(self):
         if self.interface not in INTERFACES:

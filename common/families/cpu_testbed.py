@@ -43,6 +43,12 @@ def prompt_set(model, which, n=None):
     return texts if n is None else texts[:n]
 
 
+def copies_training_image(model, images):
+    """The testbed's copy criterion on each generation (`cpu_testbed.copy_report`): its nearest distinct training
+    image at Pearson correlation >= the copy threshold."""
+    return cpu_testbed.copy_report(images, cpu_testbed.load_data(model))["copy"]
+
+
 FAMILY = ModelFamily(
     name="cpu-testbed", interface="sd-pipeline",
     owns_model=owns_model, owns_pipe=owns_pipe, resolve=resolve,
@@ -50,4 +56,5 @@ FAMILY = ModelFamily(
     detection_prompts=detection_prompts, prompt_set=prompt_set,
     steering_task=lambda model: SteeringTask(**cpu_testbed.steering_prompts(model)),
     calibration_prompts=lambda model, n=cpu_testbed.N_CALIBRATION: cpu_testbed.calibration_prompts(model, n),
+    copies_training_image=copies_training_image,
 )
