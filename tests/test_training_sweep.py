@@ -99,3 +99,24 @@ def test_results_keys_keep_the_spread_not_the_runs():
     keys = training_sweep.results_keys(result)
     assert set(keys) == {"training_length_sweep", "seed_spread"} and "runs" not in keys["seed_spread"]
     assert training_sweep.results_keys(None) == {"training_length_sweep": None, "seed_spread": None}
+
+
+def test_verdicts_are_measured_once_per_model_and_settings(tmp_path, monkeypatch):
+    from common.plumbing import paths
+
+    monkeypatch.setattr(paths, "REPO_CACHE", tmp_path)
+    calls = []
+
+    def fake(config, **settings):
+        calls.append((config.seed, settings["n_boot"]))
+        return {"seed": config.seed, "auroc_ci": (0.1, 0.2), "pictures": np.full((2, 3, 4, 4), 0.5)}
+
+    monkeypatch.setitem(training_sweep.VERDICTS, "dit", fake)
+    config = dit_testbed.DiTTestbedConfig()
+    first = training_sweep.cached_verdicts("dit", config, {"n_boot": 10})
+    again = training_sweep.cached_verdicts("dit", config, {"n_boot": 10})
+    assert calls == [(0, 10)] and again["auroc_ci"] == [0.1, 0.2] and again["seed"] == 0
+    np.testing.assert_array_equal(again["pictures"], first["pictures"])
+    training_sweep.cached_verdicts("dit", config, {"n_boot": 20})                 # other settings: measured
+    training_sweep.cached_verdicts("dit", dit_testbed.DiTTestbedConfig(seed=1), {"n_boot": 10})   # another model
+    assert calls == [(0, 10), (0, 20), (1, 10)]

@@ -180,13 +180,20 @@ def table1(r: dict) -> list[Row]:
     return rows
 
 
+def with_spread(text: str, r: dict, key: str, fmt: Callable = f3) -> str:
+    """A testbed number of the default run, and where the notebook's JSON has a seed spread (`make sweeps`), its range
+    over the training seeds: "0.952 (seeds 0.917–0.968)"."""
+    spread = (r.get("seed_spread") or {}).get(key)
+    return text if spread is None else f"{text} (seeds {fmt(spread['min'])}–{fmt(spread['max'])})"
+
+
 def other_column(column: str, name: str, nb: str) -> Callable[[dict], list[Row]]:
     """Table 1's ImageNet (DiT) or CIFAR10 (EDM) column, from the notebook that measures it."""
     def rows(r: dict) -> list[Row]:
         cells = r[column]
         on = detection_on(r, cells["std"]["n_mem"], cells["std"]["n_gen"])
         return [Row(f"Table 1, {name}: {method(m)}, AUROC", f3(PAPER_TABLE1[m][column][0]),
-                    f3(cells[m]["auroc"]), on, nb) for m in ("lid", "std")]
+                    with_spread(f3(cells[m]["auroc"]), r, f"{m}.auroc"), on, nb) for m in ("lid", "std")]
     return rows
 
 
@@ -196,7 +203,7 @@ def dit(r: dict) -> list[Row]:
     ratio = steering["ratio_rare_over_common"].get(str(alpha))
     return other_column("imagenet", "ImageNet", "DiT_testbed")(r) + [
         Row(f"Steering a DiT: rare-class (memorized) over common-class change at α = {alpha:g}", "— (SD only)",
-            f2(ratio), run_on(r), "DiT_testbed")]
+            with_spread(f2(ratio), r, "steering_ratio", f2), run_on(r), "DiT_testbed")]
 
 
 def sd_steering(r: dict) -> list[Row]:
@@ -217,8 +224,9 @@ SECTIONS: tuple[tuple[str, Callable[[dict], list[Row]]], ...] = (
 )
 
 NOTE = ("Paper: the ICLR camera-ready (Table 1: 500 + 500 samples on LAION and ImageNet, 100 + 100 on CIFAR10); "
-        "† read off the official repository's released figure; — no such number. Here: `results/*.json`; "
-        "\"run on\" names the model or data and, for detection, the memorized + generalized sample counts.")
+        "† read off the official repository's released figure; — no such number. "
+        "\"run on\" names the model or data and, for detection, the memorized + generalized sample counts. Testbed "
+        "numbers: the default run (seed 0); \"seeds a–b\": the range over training seeds 0–2 (`make sweeps`).")
 
 
 def rows(results_dir: Path = RESULTS_DIR) -> list[Row]:

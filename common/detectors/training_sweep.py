@@ -190,8 +190,28 @@ def settings_differ(result: dict, settings: dict) -> dict:
     return {k: (recorded.get(k), v) for k, v in to_jsonable(settings).items() if recorded.get(k) != v}
 
 
+def cached_verdicts(testbed: str, config, settings: dict) -> dict:
+    """`VERDICTS[testbed](config, **settings)`, kept in the cache (`<cache>/sweeps/`, keyed by the model's config and
+    the settings) so that a sweep stopped part-way, or widened later, measures only what it lacks."""
+    import json
+
+    from ..plumbing.paths import REPO_CACHE
+    from ..plumbing.results import save_npz_atomic, write_json_atomic
+
+    key = config_key({"model": config.to_dict(), "settings": settings})
+    json_path = REPO_CACHE / "sweeps" / f"{testbed}-{key}.json"
+    npz_path = json_path.with_suffix(".npz")
+    if json_path.is_file() and npz_path.is_file():
+        with np.load(npz_path, allow_pickle=False) as stored:
+            return {**json.loads(json_path.read_text()), "pictures": stored["pictures"]}
+    result = VERDICTS[testbed](config, **settings)
+    save_npz_atomic(npz_path, pictures=np.asarray(result["pictures"], dtype=np.float32))
+    write_json_atomic(json_path, {k: v for k, v in result.items() if k != "pictures"})
+    return result
+
+
 def run_sweep(testbed: str, config, lengths=LENGTHS, seeds=SEEDS, progress: bool = True, **settings) -> dict:
-    """Every variant's verdicts (`VERDICTS[testbed]`; models trained on first use, then cached), as the JSON the
+    """Every variant's verdicts (`cached_verdicts`; models trained on first use, then cached), as the JSON the
     testbed notebook reads: the length sweep, the seed spread, the default config's key. The Jacobian (EDM) is
     measured along the length sweep only. Pictures are returned under "pictures" (not for the JSON)."""
     settings = measured_settings(testbed, settings)
@@ -202,7 +222,7 @@ def run_sweep(testbed: str, config, lengths=LENGTHS, seeds=SEEDS, progress: bool
             continue
         t0 = time.perf_counter()
         extra = {"n_jacobian": 0} if testbed == "edm" and sweep == "seed" else {}   # App. B.3: lengths only
-        result = VERDICTS[testbed](variant, **{**settings, **extra})
+        result = dict(cached_verdicts(testbed, variant, {**settings, **extra}))
         pictures[name] = result.pop("pictures")
         runs[name] = result
         if progress:
