@@ -64,10 +64,13 @@ def test_relu_dae_regimes_holds_the_theorems_against_trained_networks(tmp_path, 
 
 
 def test_cpu_testbed_memorized_captions_copy_and_held_out_captions_do_not(tmp_path, monkeypatch):
-    """The CPU testbed's ground truth at the default size: trains the testbed from scratch (<= 20 minutes on 2 cores)."""
+    """The CPU testbed's ground truth at the default size: trains the testbed from scratch (<= 45 minutes on 2 cores);
+    each kind of memorization far above what its criterion gives by chance (its false-copy rate)."""
     monkeypatch.setenv("DGR_CACHE", str(tmp_path / "cache"))
     r = _run("CPU_testbed", tmp_path, results_name="CPU_testbed")
     assert r["memorized_caption_copy_fraction"] >= 0.9
     assert r["generalizing_caption_copy_fraction"] <= 0.1
     assert r["n"]["memorized"] >= 20 and r["n"]["generalizing"] >= 50
-    assert r["train_seconds"] <= 20 * 60
+    assert r["train_seconds"] <= 45 * 60
+    for kind, truth in r["ground_truth_by_kind"].items():
+        assert truth["memorized_fraction"] >= max(0.2, 10 * truth["criterion_false_copy_rate"]), kind
