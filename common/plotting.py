@@ -421,7 +421,8 @@ def plot_length_seed_sweep(fig, result: dict, title: str) -> None:
               ("gen_nn_correlation", "sample quality: generalized samples'\nmedian correlation, nearest training"),
               ("auroc", "AUROC, Mem vs Gen"), last]
     pictures = result.get("pictures", {})
-    grid = fig.add_gridspec(2 + len(lengths), len(panels), height_ratios=[3, 0.35] + [1] * len(lengths))
+    grid = fig.add_gridspec(2 + len(lengths), len(panels), height_ratios=[3, 0.6] + [1] * len(lengths),
+                            wspace=0.3)
     for p, (key, label) in enumerate(panels):
         ax = fig.add_subplot(grid[0, p])
         if key == "auroc":
@@ -432,7 +433,7 @@ def plot_length_seed_sweep(fig, result: dict, title: str) -> None:
                             label="std (ours)" if name == "std" else "LID")
                 ax.plot([1] * len(seeds), [r[name]["auroc"] for r in seeds], "o", color=color, alpha=0.35,
                         markersize=5)
-            ax.legend(fontsize=9, loc="lower right")
+            ax.legend(fontsize=9, loc="center right")
         elif key == "jacobian":
             for group, color in (("Mem", MEM_COLOR), ("Gen", GEN_COLOR)):
                 ax.plot(x, [r["jacobian"][group]["effective_rank_median"] for r in runs], "o-", color=color,
@@ -447,14 +448,15 @@ def plot_length_seed_sweep(fig, result: dict, title: str) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, [f"x{k}" for k in x])
         ax.set_xticks([], minor=True)
-        ax.set_xlabel(f"training length (× {result['default_steps']} steps)")
+        ax.set_xlabel(f"training length (× {result['default_steps']} steps)", fontsize=10)
+        ax.tick_params(labelsize=10)
         ax.set_title(label, fontsize=11)
         ax.grid(alpha=0.3)
     if pictures:
         heading = fig.add_subplot(grid[1, :])
         heading.axis("off")
-        heading.text(0.5, 0.0, "generalized samples at each training length", ha="center", va="bottom",
-                     fontsize=12)
+        heading.text(0.5, 0.1, "generalized samples at each training length (seed 0)", ha="center",
+                     va="bottom", fontsize=12)
     for r, k in enumerate(lengths):
         images = pictures.get(f"steps x{k[1:]}")
         sub = fig.add_subfigure(grid[2 + r, :])
