@@ -419,7 +419,7 @@ def plot_length_seed_sweep(fig, result: dict, title: str) -> None:
         ("steering_ratio", f"steering: rare / common change, α = {runs[0].get('steering_alpha', 1):g}")
     panels = [("memorized_fraction", "memorized fraction"),
               ("gen_nn_correlation", "sample quality: generalized samples'\nmedian correlation, nearest training"),
-              ("auroc", "AUROC, Mem vs Gen"), last]
+              ("auroc", "AUROC, Mem vs Gen:\nstd (ours, blue), LID (grey)"), last]
     pictures = result.get("pictures", {})
     grid = fig.add_gridspec(2 + len(lengths), len(panels), height_ratios=[3, 0.6] + [1] * len(lengths),
                             wspace=0.3)
@@ -429,11 +429,9 @@ def plot_length_seed_sweep(fig, result: dict, title: str) -> None:
             for name, color in (("std", MEM_COLOR), ("lid", "0.4")):
                 values = [r[name]["auroc"] for r in runs]
                 ci = np.array([r[name]["auroc_ci"] for r in runs]).T                               # [2, L]
-                ax.errorbar(x, values, yerr=np.abs(ci - values), color=color, marker="o", capsize=3,
-                            label="std (ours)" if name == "std" else "LID")
+                ax.errorbar(x, values, yerr=np.abs(ci - values), color=color, marker="o", capsize=3)
                 ax.plot([1] * len(seeds), [r[name]["auroc"] for r in seeds], "o", color=color, alpha=0.35,
                         markersize=5)
-            ax.legend(fontsize=9, loc="center right")
         elif key == "jacobian":
             for group, color in (("Mem", MEM_COLOR), ("Gen", GEN_COLOR)):
                 ax.plot(x, [r["jacobian"][group]["effective_rank_median"] for r in runs], "o-", color=color,

@@ -87,7 +87,7 @@ def test_written_sweep_is_read_back_for_its_config_only(tmp_path):
     assert training_sweep.settings_differ(back, {"n_rare": 7}) == {"n_rare": (500, 7)}
     lines = training_sweep.sweep_lines(back)
     assert "0.900 [0.80, 0.95]" in lines[1] and "0.700 [0.60, 0.80]" in lines[1]    # the x1 row: std, LID
-    assert lines[-1] == "seeds: std above LID in 2 of 2 runs"
+    assert lines[-2:] == ["seeds: std above LID in 2 of 2 runs", "lengths: std above LID at x1: yes"]
     other, note = training_sweep.read_sweep(tmp_path, "dit", dit_testbed.DiTTestbedConfig(steps=7))
     assert other is None and "another config" in note
     missing, note = training_sweep.read_sweep(tmp_path, "edm", edm_testbed.EDMTestbedConfig())

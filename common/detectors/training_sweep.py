@@ -299,6 +299,8 @@ def sweep_lines(result: dict) -> list[str]:
             lines.append(f"seeds: {key} mean {v['mean']:.3f} [{v['min']:.3f}, {v['max']:.3f}]")
     beats = spread_["std_beats_lid"]
     lines.append(f"seeds: std above LID in {beats['count']} of {beats['runs']} runs")
+    lines.append("lengths: std above LID at " + ", ".join(
+        f"{k}: {'yes' if r['std_beats_lid'] else 'no'}" for k, r in result["training_length_sweep"].items()))
     return lines
 
 
