@@ -27,11 +27,6 @@ from common.theory import dae
 from common.theory import toy_diffusion as td
 
 
-MODES = {"no flush": lambda: contextlib.nullcontext(),
-         "calling thread only": lambda: _torch_flush_calling_thread(),
-         "every thread": lambda: denormals.flushed_denormals()}
-
-
 @contextlib.contextmanager
 def _torch_flush_calling_thread():
     torch.set_flush_denormal(True)
@@ -39,6 +34,10 @@ def _torch_flush_calling_thread():
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+MODES = {"no flush": contextlib.nullcontext, "calling thread only": _torch_flush_calling_thread,
+         "every thread": denormals.flushed_denormals}
 
 
 def step_seconds(mode: str, steps: int, dead: float) -> float:

@@ -445,8 +445,8 @@ def test_train_or_load_reuses_only_an_identical_config(tmp_path):
 
 
 def test_cache_key_records_only_a_non_default_gemm(tmp_path):
-    """The default GEMM's key has no GEMM entry (the trainer's version alone; v5: subnormals flushed on every thread); a
-    oneDNN-trained model has its own key and is never taken for a default one."""
+    """The default GEMM's key has no GEMM entry (the trainer's version alone; v5: subnormals flushed on every
+    thread); a oneDNN-trained model has its own key and is never taken for a default one."""
     x = torch.rand(5, 64) * 2 - 1
     cfg = replace(td.MEM_CONFIG, steps=20)
     from common.plumbing.results import array_fingerprint

@@ -289,8 +289,8 @@ def _train(models: list[DAECond], x_train, cfg: DiffusionTrainConfig, generators
     run with subnormals flushed to zero on every thread (`flushed_denormals`).
 
     Why: weight decay drives the unused units' weights towards zero; once they are subnormal, an Intel CPU takes a
-    microcode path for every product with them, a matmul over 100 times slower (`benchmarks/denormal_speed.py`), and the
-    Gen run would slow more than tenfold after its first ~13,000 steps. AMD CPUs pay far less. The flush changes
+    microcode path for every product with them, a matmul over 100 times slower (`benchmarks/denormal_speed.py`),
+    and the Gen run would slow more than tenfold after its first ~13,000 steps. AMD CPUs pay far less. The flush changes
     only those values, zero at float32's precision next to the weights that matter."""
     with flushed_denormals():
         return _train_loop(models, x_train, cfg, generators, progress, log_every, matmul_dtype)
