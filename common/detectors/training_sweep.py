@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -193,8 +195,6 @@ def settings_differ(result: dict, settings: dict) -> dict:
 def cached_verdicts(testbed: str, config, settings: dict) -> dict:
     """`VERDICTS[testbed](config, **settings)`, kept in the cache (`<cache>/sweeps/`, keyed by the model's config and
     the settings) so that a sweep stopped part-way, or widened later, measures only what it lacks."""
-    import json
-
     from ..plumbing.paths import REPO_CACHE
     from ..plumbing.results import save_npz_atomic, write_json_atomic
 
@@ -241,8 +241,6 @@ def run_sweep(testbed: str, config, lengths=LENGTHS, seeds=SEEDS, progress: bool
 # ----------------------------------------------------------------------------------------------------
 def sweep_files(results_dir, testbed: str):
     """(JSON, pictures .npz) of a testbed's sweep under `results_dir`/sweeps."""
-    from pathlib import Path
-
     folder = Path(results_dir) / "sweeps"
     return folder / f"{RESULT_NAMES[testbed]}.json", folder / f"{RESULT_NAMES[testbed]}_pictures.npz"
 
@@ -263,8 +261,6 @@ def write_sweep(result: dict, results_dir):
 def read_sweep(results_dir, testbed: str, config) -> tuple[dict | None, str]:
     """The committed sweep of `testbed` when it was run around `config` (same key), with its pictures
     ({run name: uint8 [n, H, W, 3]}) under "pictures"; else None. The second value says which, in one line."""
-    import json
-
     json_path, npz_path = sweep_files(results_dir, testbed)
     if not json_path.is_file():
         return None, f"no sweep in {json_path.parent.name}/: `make sweeps` runs it"
