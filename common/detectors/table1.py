@@ -119,16 +119,14 @@ def summarize_by_kind(positives: dict[str, np.ndarray], negatives: np.ndarray, n
     rows = {}
     negatives = np.asarray(negatives, dtype=np.float64)
     pooled = np.concatenate([np.asarray(p, dtype=np.float64) for p in positives.values()])
-    against = {kind: negatives for kind in positives} | {"all": negatives}
-    pos_by_row = {**positives, "all": pooled}
+    pairs = {kind: (pos, negatives) for kind, pos in {**positives, "all": pooled}.items()}   # row -> (pos, neg)
     if negatives_copy is not None and np.any(negatives_copy):
-        against[NONCOPYING] = negatives[~np.asarray(negatives_copy, dtype=bool)]
-        pos_by_row[NONCOPYING] = pooled
-    for kind, pos in pos_by_row.items():
+        pairs[NONCOPYING] = (pooled, negatives[~np.asarray(negatives_copy, dtype=bool)])
+    for kind, (pos, neg) in pairs.items():
         if len(pos) == 0:
             rows[kind] = {"auroc": None, "auroc_ci": None, "tpr_at_1pct_fpr": None, "n_pos": 0}
             continue
-        summary = metrics.detection_summary(pos, against[kind], n_boot=n_boot)
+        summary = metrics.detection_summary(pos, neg, n_boot=n_boot)
         rows[kind] = {k: summary[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos", "n_neg")}
     return rows
 
