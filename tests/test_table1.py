@@ -158,3 +158,14 @@ def test_by_kind_lines_put_the_papers_auroc_beside_all_and_claim_lines_say_the_v
     assert claim["verbatim"] is None and claim["all"]["matches"] is True
     assert table1.claim_lines(claim) == [
         "all: std 0.910 vs the best prompt-based method, wen 0.950 (CI from 0.900): matches"]
+
+
+def test_by_kind_adds_a_column_without_the_negatives_that_copy():
+    positives = {"verbatim": np.array([0.9]), "template": np.array([0.8])}
+    negatives = np.array([0.1, 0.95, 0.2])                    # the second held-out generation copies after all
+    rows = table1.summarize_by_kind(positives, negatives, n_boot=20, negatives_copy=np.array([False, True, False]))
+    assert rows["all"]["auroc"] == pytest.approx(4 / 6) and rows["all"]["n_neg"] == 3      # counted by hand
+    assert rows[table1.NONCOPYING]["auroc"] == 1.0 and rows[table1.NONCOPYING]["n_neg"] == 2
+    assert rows[table1.NONCOPYING]["n_pos"] == 2
+    none_copy = table1.summarize_by_kind(positives, negatives, n_boot=20, negatives_copy=np.zeros(3, dtype=bool))
+    assert table1.NONCOPYING not in none_copy
