@@ -105,6 +105,19 @@ def batches(n: int, size: int) -> Sequence[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+def seeded_initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """x_T of each seed, [N, *shape], each drawn from its own CPU generator — what the stock pipeline draws for
+    `generator=generate.seeded_generators(seeds)` (DDIM's init_noise_sigma is 1), whatever the batch."""
+    return torch.cat([torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
+
+
+def shared_initial_noise(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The official scripts' x_T of one prompt: one randn(n, *shape) after `torch.manual_seed(seed)` (here on a
+    private CPU generator), [n, *shape], the same n tensors for every prompt (NeMo's and Jeon et al.'s
+    `set_seed` before each prompt). On CUDA their draw comes from the GPU's generator: another tensor."""
+    return torch.randn((n, *shape), generator=torch.Generator("cpu").manual_seed(int(seed)))
+
+
 # The paper's Table 1 (ICLR camera-ready):
 # AUROC, TPR@1%FPR, seconds per sample; None where not applicable or not published.
 PAPER_TABLE1 = {
@@ -114,6 +127,17 @@ PAPER_TABLE1 = {
     "lid": {"laion": (0.956, 0.915, 0.545), "imagenet": (0.971, None, None), "cifar10": (0.713, None, None)},
     "std": {"laion": (0.987, 0.961, 0.067), "imagenet": (0.995, None, 0.015), "cifar10": (0.998, None, 0.020)},
 }
+# Since the paper: detectors published after it, each with its own paper's SD v1.4 numbers on its own 500 + 500
+# prompts (AUROC, TPR@1%FPR, seconds per prompt; None where not published), per row of this repo's Table 1.
+#   sharpness    Jeon et al. (ICML 2025), Table 1, "Ours", steps 1, n = 1 / n = 4 (no timing published)
+#   anisotropy   Asthana & Belagiannis (ICLR 2026), main detection table, n = 1 / n = 4; 1.10 s per 10 prompts
+#                (n = 1); read from summaries of the paper, its own text was not reachable here
+SINCE_PAPER = {
+    "sharpness": (0.987, 0.908, None), "sharpness-4": (0.998, 0.982, None),
+    "anisotropy": (0.994, 0.935, 0.110), "anisotropy-4": (0.999, 0.984, None),
+}
+SINCE_PAPER_NAMES = {"sharpness": "Jeon et al. 2025 (sharpness)",
+                     "anisotropy": "Asthana & Belagiannis 2026 (anisotropy)"}
 PAPER_ROW_NAMES = {"carlini": "Carlini et al. 2023", "wen": "Wen et al. 2024", "nemo": "Hintersdorf et al. 2024 (NeMo)",
                    "lid": "Ross et al. 2025 (LID)", "std": "The paper (std of reps)"}
 TABLE1_COLUMNS = {"laion": "LAION (SD v1.4)", "imagenet": "ImageNet (DiT)", "cifar10": "CIFAR10 (EDM)"}

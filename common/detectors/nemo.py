@@ -52,9 +52,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..models.generate import NUM_INFERENCE_STEPS, repeat_seeds, seeded_generators
+from ..models.generate import NUM_INFERENCE_STEPS, repeat_seeds
 from ..plumbing.paths import REPO_CACHE
-from .base import Detector, Samples, batches, check_choice, check_positive, check_seeds
+from .base import (Detector, Samples, batches, check_choice, check_positive, check_seeds, seeded_initial_noise,
+                   shared_initial_noise)
 
 THETA = 5.0
 STATISTICS_URL = ("https://raw.githubusercontent.com/ml-research/localizing_memorization_in_diffusion_models/"
@@ -224,9 +225,8 @@ def check_data_range(data_range) -> float | None:
 
 
 def official_initial_noise(n_seeds: int, shape: tuple[int, ...], seed: int = OFFICIAL_NOISE_SEED) -> torch.Tensor:
-    """Their x_T of one prompt: randn(n_seeds, *shape) from a generator seeded `seed` (their
-    `torch.manual_seed(seed)`, here on a private generator): [n_seeds, *shape], the same for every prompt."""
-    return torch.randn((n_seeds, *shape), generator=torch.Generator().manual_seed(int(seed)))
+    """Their x_T of one prompt (`prepare_diffusion_inputs`): [n_seeds, *shape], the same for every prompt."""
+    return shared_initial_noise(n_seeds, shape, seed)
 
 
 @torch.no_grad()
@@ -257,7 +257,7 @@ def noise_differences(pipe, prompts: Sequence[str], seeds: Sequence[Sequence[int
         if initial_noise is not None:
             x_T = initial_noise[[k for _, k in batch]].float()
         else:
-            x_T = torch.cat([torch.randn((1, *shape), generator=g) for g in seeded_generators([s for _, s in batch])])
+            x_T = seeded_initial_noise([s for _, s in batch], shape)
         x_T = (x_T * pipe.scheduler.init_noise_sigma).to(pipe.device)                          # [B, 4, h, w]
         embedding, _ = pipe.encode_prompt([p for p, _ in batch], pipe.device, 1, False)
         eps = pipe.unet(pipe.scheduler.scale_model_input(x_T, t).to(pipe.unet.dtype), t,

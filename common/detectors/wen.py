@@ -28,6 +28,11 @@ WEN_STEPS = 1             # "at the first step": their strongest setting for one
 NOTEBOOK_GENERATIONS = 4  # their notebook: num_images_per_prompt = 4, every step
 
 
+def guidance_norm(eps_uncond: torch.Tensor, eps_cond: torch.Tensor) -> torch.Tensor:
+    """‖ε(x, c) − ε(x, ∅)‖₂ of each sample over all its latent entries: [B] from two [B, 4, h, w]."""
+    return (eps_cond.float() - eps_uncond.float()).flatten(1).norm(dim=1)
+
+
 def _stop_after(num_steps: int):
     def callback(pipe, step: int, timestep, tensors: dict) -> dict:
         if step + 1 >= num_steps:
@@ -63,8 +68,7 @@ def text_noise_norm_per_step(pipe, prompts: Sequence[str], seeds: Sequence[int],
                  output_type="latent", callback_on_step_end=_stop_after(num_steps))
         per_step = []
         for noise_pred in recorder.outputs[""]:                                  # [2B, 4, h, w] per step
-            uncond, cond = noise_pred.float().chunk(2)                           # [B, 4, h, w] each
-            per_step.append((cond - uncond).flatten(1).norm(dim=1))              # [B]
+            per_step.append(guidance_norm(*noise_pred.chunk(2)))                 # [B]: CFG batch [∅; c]
         rows.append(torch.stack(per_step, dim=1).cpu().numpy())                 # [B, num_steps]
     return np.concatenate(rows).astype(np.float64)
 
