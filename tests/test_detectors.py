@@ -26,7 +26,10 @@ def text_embedding(pipe, prompt):
 # The family
 # ----------------------------------------------------------------------------------------------------
 def test_registry_has_every_table1_method_and_says_which_need_the_prompt():
-    assert {d.paper_row for d in detectors.DETECTORS.values()} == set(detectors.PAPER_TABLE1)
+    assert {d.paper_row for d in detectors.DETECTORS.values()} == {*detectors.PAPER_TABLE1, "sharpness", "anisotropy"}
+    assert set(detectors.SINCE_PAPER) == {n for n, d in detectors.DETECTORS.items() if d.paper_row not in
+                                          detectors.PAPER_TABLE1}
+    assert detectors.TABLE_ROWS[-len(detectors.SINCE_PAPER):] == tuple(detectors.SINCE_PAPER)   # the block last
     assert {n for n, d in detectors.DETECTORS.items() if d.prompt_free} == {"std", "lid"}
     with pytest.raises(KeyError, match="unknown detector 'flipd'.*known: carlini"):
         detectors.get("flipd")
@@ -39,7 +42,7 @@ def test_bad_samples_and_prompt_based_methods_without_prompts_are_clear_errors(t
     with pytest.raises(ValueError, match="non-empty"):
         detectors.Samples(images[:0])
     no_prompts = detectors.Samples(images, seeds=[0, 1])
-    for name in ("wen", "nemo", "carlini", "lid-cond"):
+    for name in ("wen", "nemo", "carlini", "lid-cond", "sharpness", "anisotropy"):
         with pytest.raises(ValueError, match=f"detector '{name}' needs the prompts.*prompt-free detectors: .*std"):
             detectors.get(name).score(tiny_pipe, no_prompts)
     with pytest.raises(ValueError, match="samples.seeds is None"):

@@ -72,3 +72,24 @@ def test_cached_lists_are_used_offline(tmp_path):
     (tmp_path / "gustavosta-prompts.json").write_text(json.dumps({"prompts": ["p0", "p1", "p2"]}))
     assert prompts.load_memorized_prompts(1, cache_dir=tmp_path) == [PromptRecord("cached caption", 3, "u")]
     assert [r.prompt for r in prompts.load_generalized_prompts(2, cache_dir=tmp_path)] == ["p0", "p1"]
+
+
+def write_their_list(path, lines):
+    """A list as their repositories ship `prompts/sd1_mem.txt`: one prompt per line, no newline after the last."""
+    path.write_text("\n".join(lines))
+
+
+def test_the_sharpness_lists_are_a_named_source_cached_like_the_others(tmp_path, monkeypatch):
+    write_their_list(tmp_path / "sharpness-sd1_mem.txt", ["The No Limits Business Woman Podcast", "Mothers hippo"])
+    write_their_list(tmp_path / "sharpness-sd1_nmem.txt", ["A small kitchen.", "A dog on a car.", "A bus."])
+    mem = prompts.load_memorized_prompts(2, source="sharpness", cache_dir=tmp_path)
+    assert [r.prompt for r in mem] == ["The No Limits Business Woman Podcast", "Mothers hippo"]
+    gen = prompts.load_generalized_prompts(3, source="sharpness", cache_dir=tmp_path)
+    assert [r.prompt for r in gen] == ["A small kitchen.", "A dog on a car.", "A bus."]
+    labels = [PromptRecord("The No Limits Business Woman Podcast", 7, type="VM"), PromptRecord("Mothers hippo", 9,
+                                                                                                type="TM")]
+    assert [r.type for r in prompts.label_memorization_types(mem, labels)] == ["VM", "TM"]   # joined by caption
+    monkeypatch.setitem(prompts.NAMED_LISTS, "sharpness", {
+        "memorized": "https://127.0.0.1/prompts/sd1_mem.txt", "generalized": "https://127.0.0.1/prompts/sd1_nmem.txt"})
+    with pytest.raises(PromptsUnavailableError, match="source='path/to/sd1_nmem.txt'"):
+        prompts.load_generalized_prompts(3, source="sharpness", cache_dir=tmp_path / "empty", timeout=2.0)

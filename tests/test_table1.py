@@ -40,6 +40,13 @@ def test_paper_numbers_only_beside_the_rows_the_paper_has():
     assert f"{detectors.PAPER_TABLE1['wen']['laion'][0]:.3f}" in paper_part["wen"]
     assert paper_part["wen-4x50"].strip() == ""                            # blank, not the wen row's numbers
 
+    table |= {name: fake_row(0.8, label=BY_NAME[name].label) for name in ("sharpness", "anisotropy-4")}
+    lines = table1.laion_lines(table, BY_NAME)
+    assert lines[4].startswith("since the paper") and len(lines) == 7      # one heading line, above the block
+    assert table1.paper_numbers(BY_NAME["sharpness"]) == detectors.SINCE_PAPER["sharpness"]
+    assert f"{detectors.SINCE_PAPER['anisotropy-4'][0]:.3f}" in lines[6].split("|")[1]
+    assert table1.paper_numbers(BY_NAME["sharpness"], "imagenet") is None
+
 
 def test_columns_side_by_side_with_their_headings_and_na_cells():
     columns = {"laion": {"std": fake_row(0.98, True), "wen": fake_row(0.9)}, "cifar10": {"std": fake_row(0.95, True)}}
@@ -158,6 +165,8 @@ def test_by_kind_lines_put_the_papers_auroc_beside_all_and_claim_lines_say_the_v
     assert claim["verbatim"] is None and claim["all"]["matches"] is True
     assert table1.claim_lines(claim) == [
         "all: std 0.910 vs the best prompt-based method, wen 0.950 (CI from 0.900): matches"]
+    table["anisotropy"] = {"prompt_free": False, "by_kind": kinds_row(0.99, 0.97)}   # a row since the paper
+    assert table1.claim_by_kind(table, ["all"])["all"]["best_prompt_based"] == "wen"  # the claim is the paper's
 
 
 def test_by_kind_adds_a_column_without_the_negatives_that_copy():

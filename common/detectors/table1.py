@@ -9,7 +9,8 @@ generations, one row per method, each column headed by the model it actually ran
     summarize_by_kind one method's AUROC, CI and TPR@1%FPR per kind of memorization, and all kinds pooled
     matches_the_best_prompt_based   the paper's claim for one kind, by a rule fixed in advance
     claim_by_kind, by_kind_lines, claim_lines   the table by kind and the claim, for every kind
-    laion_lines       the LAION column beside the paper's numbers (a row the paper does not have: blank)
+    laion_lines       the LAION column beside the paper's numbers (a row the paper does not have: blank; a row
+                      since the paper: its own paper's numbers, under a heading line)
     column_lines      the LAION, ImageNet and CIFAR10 columns side by side, each headed "... — run on: <model>"
     run_on_name       the model a column ran on, as a heading says it ("cpu-testbed" -> "CPU testbed")
 """
@@ -22,7 +23,7 @@ import numpy as np
 from ..models import generate, representations
 from . import carlini, metrics
 from . import scores as score_cache
-from .base import PAPER_TABLE1, TABLE1_COLUMNS, Samples
+from .base import PAPER_TABLE1, SINCE_PAPER, TABLE1_COLUMNS, Samples
 
 RUN_ON_NAMES = {"cpu-testbed": "CPU testbed", "edm-testbed": "EDM testbed", "dit-testbed": "DiT testbed",
                 "CompVis/stable-diffusion-v1-4": "SD v1.4", "sd14": "random SD v1.4 layout",
@@ -147,8 +148,9 @@ def matches_the_best_prompt_based(by_kind: dict[str, dict], prompt_free: dict[st
 
 
 def claim_by_kind(table: dict[str, dict], kinds) -> dict:
-    """`matches_the_best_prompt_based` for each kind, over the rows of `table` that have "by_kind"."""
-    by_kind = {name: row["by_kind"] for name, row in table.items() if "by_kind" in row}
+    """`matches_the_best_prompt_based` for each kind, over the rows of `table` that have "by_kind" — the paper's
+    methods only: the claim is against the detectors the paper compared (the rows since the paper are not)."""
+    by_kind = {name: row["by_kind"] for name, row in table.items() if "by_kind" in row and name not in SINCE_PAPER}
     prompt_free = {name: table[name]["prompt_free"] for name in by_kind}
     return {kind: matches_the_best_prompt_based(by_kind, prompt_free, kind) for kind in kinds}
 
@@ -193,7 +195,10 @@ def add_time_ratios(table: dict[str, dict]) -> None:
 
 def paper_numbers(detector, family: str = "laion"):
     """The paper's (AUROC, TPR@1%FPR, s/sample) for this detector's row, or None for a row the paper does not
-    have (a second setting of a method: wen-4x50, nemo-ssim, lid-cond)."""
+    have (a second setting of a method: wen-4x50, nemo-ssim, lid-cond). A row since the paper: its own paper's
+    numbers on SD v1.4 (`SINCE_PAPER`; None entries where it published none)."""
+    if detector.name in SINCE_PAPER:
+        return SINCE_PAPER[detector.name] if family == "laion" else None
     if detector.name != detector.paper_row:
         return None
     return PAPER_TABLE1.get(detector.paper_row, {}).get(family)
@@ -209,6 +214,8 @@ def laion_lines(table: dict[str, dict], detectors_by_name: dict) -> list[str]:
     lines = [f"{'method':<37} {'free':>4} {'AUROC':>6} {'95% CI':>11} {'TPR@1%':>6} {'(off.)':>6} "
              f"{'s/sample':>8} {'x std':>6} {'vs ctrl':>7} | {'paper: AUROC':>12} {'TPR':>5} {'s':>5}"]
     for name, row in table.items():
+        if name in SINCE_PAPER and name == next(n for n in table if n in SINCE_PAPER):
+            lines.append("since the paper (beside them: their own paper's numbers, its prompts and GPU)")
         paper = paper_numbers(detectors_by_name[name]) or (None, None, None)
         control = row.get("auroc_vs_low_dose_titles")
         lines.append(

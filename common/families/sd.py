@@ -38,11 +38,16 @@ def sd_label(model: str) -> str:
 
 
 def detection_prompts(model, n_mem, n_gen, mem_source=None, gen_source=None, labels_source=None):
-    """The first n_mem of Wen et al.'s memorized captions labelled VM/TM by NeMo, the first n_gen Gustavosta prompts."""
+    """The first n_mem of Wen et al.'s memorized captions labelled VM/TM by NeMo, the first n_gen Gustavosta prompts
+    (or the given sources: a file, or a named list such as "sharpness", `prompts.NAMED_LISTS`)."""
     mem = prompts.label_memorization_types(prompts.load_memorized_prompts(n_mem, mem_source),
                                            prompts.load_memorization_labels(labels_source))
     gen = prompts.load_generalized_prompts(n_gen, gen_source)
-    return mem, gen, {"mem": str(mem_source or prompts.MEMORIZED_URL), "gen": str(gen_source or prompts.GENERALIZED_HF_ID),
+    named = prompts.NAMED_LISTS
+    return mem, gen, {"mem": named[mem_source]["memorized"] if mem_source in named
+                      else str(mem_source or prompts.MEMORIZED_URL),
+                      "gen": named[gen_source]["generalized"] if gen_source in named
+                      else str(gen_source or prompts.GENERALIZED_HF_ID),
                       "vm_tm": str(labels_source or prompts.NEMO_LABELS_URL)}
 
 

@@ -3,6 +3,9 @@
     memorized    Wen et al. (ICLR 2024), `examples/sdv1_500_memorized.jsonl`: 500 LAION captions that SD v1.4
                  reproduces (fields caption, index = LAION index, url). The official notebook's list.
     generalized  HF `Gustavosta/Stable-Diffusion-Prompts`, split train, column `Prompt` (73,718 Lexica prompts).
+    "sharpness"  the lists of Jeon et al. (ICML 2025), `prompts/sd1_mem.txt` (Wen et al.'s 500 captions, one per line)
+                 and `prompts/sd1_nmem.txt` (500 COCO captions), which Asthana & Belagiannis (ICLR 2026) also use:
+                 `source="sharpness"` for either set (`NAMED_LISTS`)
     labels       Hintersdorf et al. (NeMo, NeurIPS 2024), `prompts/memorized_laion_prompts.csv`: the same 500
                  captions with their memorization type, VM (verbatim: the training image is reproduced) or TM
                  (template: only the layout is), joined here by LAION index (or caption).
@@ -31,6 +34,9 @@ MEMORIZED_URL = ("https://raw.githubusercontent.com/YuxinWenRick/diffusion_memor
                  "examples/sdv1_500_memorized.jsonl")
 NEMO_LABELS_URL = ("https://raw.githubusercontent.com/ml-research/localizing_memorization_in_diffusion_models/"
                    "HEAD/prompts/memorized_laion_prompts.csv")
+_SHARPNESS_REPO = "https://raw.githubusercontent.com/Dongjae0324/sharpness_memorization_diffusion/HEAD/prompts/"
+NAMED_LISTS = {"sharpness": {"memorized": _SHARPNESS_REPO + "sd1_mem.txt",           # a named source: set -> URL
+                             "generalized": _SHARPNESS_REPO + "sd1_nmem.txt"}}
 GENERALIZED_HF_ID = "Gustavosta/Stable-Diffusion-Prompts"
 GENERALIZED_COLUMN = "Prompt"
 MEMORIZATION_TYPES = ("VM", "TM")
@@ -140,11 +146,21 @@ def _read_cached_download(url: str, path: Path, what: str, timeout: float) -> li
         return read_prompt_file(_download(url, path, what, timeout))
 
 
+def _named_list(name: str, what: str, cache_dir, timeout: float) -> list[PromptRecord]:
+    """A set of a named source (`NAMED_LISTS`), downloaded once into `<cache_dir>/<name>-<file>`."""
+    url = NAMED_LISTS[name][what]
+    return _read_cached_download(url, Path(cache_dir) / f"{name}-{Path(url).name}", f"{name} {what}", timeout)
+
+
 def load_memorized_prompts(n: int | None = None, source: str | os.PathLike | None = None,
                            cache_dir: str | os.PathLike = PROMPT_CACHE, timeout: float = 5.0) -> list[PromptRecord]:
-    """The first `n` memorized LAION captions (Wen et al.'s list, or `source`)."""
-    records = (read_prompt_file(source) if source else
-               _read_cached_download(MEMORIZED_URL, Path(cache_dir) / Path(MEMORIZED_URL).name, "memorized", timeout))
+    """The first `n` memorized LAION captions (Wen et al.'s list, a named source's, or the file `source`)."""
+    if source in NAMED_LISTS:
+        records = _named_list(source, "memorized", cache_dir, timeout)
+    else:
+        records = (read_prompt_file(source) if source else
+                   _read_cached_download(MEMORIZED_URL, Path(cache_dir) / Path(MEMORIZED_URL).name, "memorized",
+                                         timeout))
     return _first(records, n, "memorized")
 
 
@@ -159,10 +175,13 @@ def load_memorization_labels(source: str | os.PathLike | None = None, cache_dir:
 
 def load_generalized_prompts(n: int, source: str | os.PathLike | None = None,
                              cache_dir: str | os.PathLike = PROMPT_CACHE, timeout: float = 3.0) -> list[PromptRecord]:
-    """The first `n` prompts of `Gustavosta/Stable-Diffusion-Prompts` (train split, column `Prompt`), or of `source`.
+    """The first `n` prompts of `Gustavosta/Stable-Diffusion-Prompts` (train split, column `Prompt`), of a named
+    source's list, or of the file `source`.
 
     The hub dataset is read once and its prompt column cached as `<cache_dir>/gustavosta-prompts.json`.
     """
+    if source in NAMED_LISTS:
+        return _first(_named_list(source, "generalized", cache_dir, timeout), n, "generalized")
     if source:
         return _first(read_prompt_file(source), n, "generalized")
     cache = Path(cache_dir) / "gustavosta-prompts.json"
