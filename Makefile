@@ -22,11 +22,13 @@ figures: $(STAMP)
 	$(PY) -m common.cli.notebooks
 	$(PY) -m common.cli.summary --write README.md
 
-# Opt-in (about 2 h on 2 cores): the EDM and DiT testbeds retrained at 1, 2 and 4 times their training length and
-# with seeds 0, 1, 2 (results/sweeps/), then the two notebooks that report it and the README's summary.
+# Opt-in (about 3 h 30 min on 2 cores): the EDM and DiT testbeds retrained at 1, 2 and 4 times their training
+# length and with seeds 0, 1, 2, the CPU testbed with seeds 0, 1, 2 (results/sweeps/), then the notebooks that
+# report it and the README's summary.
 sweeps: $(STAMP)
 	$(PY) -m common.cli.sweeps
-	$(PY) -m common.cli.notebooks 2-Application/EDM_testbed.ipynb 2-Application/DiT_testbed.ipynb
+	$(PY) -m common.cli.notebooks 2-Application/EDM_testbed.ipynb 2-Application/DiT_testbed.ipynb \
+		2-Application/CPU_testbed.ipynb 2-Application/Table1_detection.ipynb 2-Application/SD_steering.ipynb
 	$(PY) -m common.cli.summary --write README.md
 
 # Fast tier (default): unit tests and every notebook in SMOKE mode, offline.

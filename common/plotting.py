@@ -300,6 +300,10 @@ DETECTOR_STYLES = {
     "lid": dict(color="saddlebrown", marker="x", linewidth=2.0),
     "lid-cond": dict(color="gray", marker="P", linewidth=2.0),
     "std": dict(color=MEM_COLOR, marker=None, linewidth=3.0),
+    "sharpness": dict(color="teal", marker="*", linewidth=2.0),
+    "sharpness-4": dict(color="olive", marker="h", linewidth=1.8),
+    "anisotropy": dict(color="deeppink", marker="<", linewidth=2.0),
+    "anisotropy-4": dict(color="plum", marker=">", linewidth=1.8),
 }
 
 
@@ -361,7 +365,8 @@ KIND_LABELS = {"all_vs_noncopying": "all, vs held-out\ngenerations that\ncopy no
 
 def plot_auroc_by_kind(ax, by_kind: dict[str, dict], kinds, paper: dict | None = None) -> None:
     """Grouped bars: per method (x), one bar per kind (its AUROC, the bootstrap CI as an error bar; a kind without
-    positives is left out), and the paper's AUROC as a black diamond on the "all" bar; chance dashed; legend
+    positives is left out), and the paper's AUROC (a row since the paper: its own paper's) as a black diamond on the
+    "all" bar; chance dashed; legend
     outside. by_kind: {method: {kind: {"auroc", "auroc_ci", ...}}}; paper: {method: (auroc, ...) or None}."""
     methods, width = list(by_kind), 0.8 / len(kinds)
     for k, kind in enumerate(kinds):
@@ -375,7 +380,8 @@ def plot_auroc_by_kind(ax, by_kind: dict[str, dict], kinds, paper: dict | None =
         if kind == "all" and paper:
             marks = [(xi, paper[m][0]) for xi, m in zip(x, methods) if paper.get(m)]
             if marks:
-                ax.plot(*zip(*marks), "D", color="black", markersize=7, label="paper (all)")
+                ax.plot(*zip(*marks), "D", color="black", markersize=7,
+                        label="paper (all);\nnewer rows: their\nown paper's")
     ax.axhline(0.5, color="black", linestyle=":", linewidth=1.2, label="chance")
     ax.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
@@ -466,3 +472,29 @@ def plot_length_seed_sweep(fig, result: dict, title: str) -> None:
             ax.set_xticks([]), ax.set_yticks([])
         np.atleast_1d(axes)[0].set_ylabel(k, fontsize=11, rotation=0, ha="right", va="center")
     fig.suptitle(title, fontsize=14)
+
+
+def plot_seed_spread(axes, result: dict) -> None:
+    """The CPU testbed's seed spread (`detectors.training_sweep`, testbed "cpu") on two axes: per kind the memorized
+    share of its generations, and per method its Table 1 AUROC (verbatim titles vs held-out captions); one marker per
+    training seed (seed 0, the default run, filled), a bar from the lowest to the highest."""
+    runs = list(result["seed_spread"]["runs"].values())
+    kinds, methods = list(runs[0]["memorized_by_kind"]), list(runs[0]["methods"])
+    panels = [(kinds, [[r["memorized_by_kind"][k] for r in runs] for k in kinds], "memorized share of generations"),
+              (methods, [[r["methods"][m]["auroc"] for r in runs] for m in methods],
+               "AUROC, Table 1 (verbatim titles vs held-out captions)")]
+    for ax, (names, values, label) in zip(axes, panels):
+        for i, (name, vals) in enumerate(zip(names, values)):
+            color = KIND_COLORS.get(name, MEM_COLOR if name == "std" else "0.35")
+            ax.vlines(i, min(vals), max(vals), color=color, linewidth=6, alpha=0.3)
+            for j, v in enumerate(vals):
+                ax.plot(i + 0.12 * (j - (len(vals) - 1) / 2), v, "o", color=color, markersize=7,
+                        markerfacecolor=color if runs[j]["seed"] == 0 else "white")
+        ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4
+                      else "center")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(label, fontsize=13)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].plot([], [], "o", color="0.35", label="seed 0 (default run)")
+    axes[0].plot([], [], "o", color="0.35", markerfacecolor="white", label="other training seeds")
+    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=10)

@@ -45,13 +45,15 @@ EXPECTED = {
     },
     "CPU_testbed": {
         "results": "CPU_testbed",
-        "figures": ["cpu_testbed_data", "cpu_testbed_ground_truth", "cpu_testbed_kinds", "cpu_testbed_dose_response"],
+        "figures": ["cpu_testbed_data", "cpu_testbed_ground_truth", "cpu_testbed_kinds", "cpu_testbed_dose_response",
+                    "cpu_testbed_seed_spread"],
         "keys": ["model", "memorized_caption_copy_fraction", "generalizing_caption_copy_fraction", "copy_threshold",
                  "duplication_factor", "train_seconds", "copy_fraction_by_duplication", "criterion_false_copy_rate",
                  *[f"ground_truth_by_kind.{kind}.{key}" for kind in ("verbatim", "template", "ordinary")
                    for key in ("n_captions", "n_generations", "memorized_fraction",
                                "captions_with_a_memorized_generation", "criterion", "criterion_false_copy_rate")],
-                 "kind_sets.template", "template_criterion_best_correlation_quantiles"],
+                 "kind_sets.template", "template_criterion_best_correlation_quantiles",
+                 "seed_spread.std_beats_lid.runs"],
     },
     "EDM_testbed": {
         "figures": ["edm_testbed_data", "edm_testbed_ground_truth", "appC2_reps_edm_testbed",
@@ -85,13 +87,15 @@ EXPECTED = {
         "figures": ["table1_roc", "table1_by_kind", "table1_control", "table1_wen_steps"],
         "keys": ["model", "n.mem", "n.gen", "n.control", "std_rank_by_auroc", "paper.std.laion.auroc",
                  *[f"laion.{method}.{key}" for method in ("carlini", "wen", "wen-4x50", "nemo", "nemo-ssim", "lid",
-                                                          "lid-cond", "std")
+                                                          "lid-cond", "std", "sharpness", "sharpness-4",
+                                                          "anisotropy", "anisotropy-4")
                    for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_official",
                                "seconds_per_sample", "prompt_free", "auroc_vs_low_dose_titles", "time_ratio_to_std")],
-                 *[f"laion.{method}.by_kind.{kind}.{key}" for method in ("carlini", "wen", "nemo", "lid", "std")
+                 *[f"laion.{method}.by_kind.{kind}.{key}" for method in ("carlini", "wen", "nemo", "lid", "std",
+                                                                         "sharpness", "anisotropy")
                    for kind in ("verbatim", "template", "ordinary", "all")
                    for key in ("auroc", "auroc_ci", "tpr_at_1pct_fpr")],
-                 "claim_by_kind.all.matches", "memorized_by_kind.template.n_memorized",
+                 "claim_by_kind.all.matches", "memorized_by_kind.template.n_memorized", "rank_by_auroc_with_since_paper",
                  "laion.carlini.verdict_fraction_mem", "laion.std.scores_read_from_cache", "settings.score_cache",
                  "settings.lid_probe_scheme", "settings.nemo_ssim.seeds", "settings.nemo_ssim.data_range"],
         "parameters": {"MEM_PROMPTS": SHARED_PROMPTS / "sdv1_500_memorized.jsonl",

@@ -62,5 +62,23 @@ def test_auroc_by_kind_draws_one_bar_per_method_and_kind_with_the_papers_diamond
     assert len(diamond) == 1 and diamond[0].get_ydata().tolist() == [0.986]
     assert diamond[0].get_xdata()[0] == ax.patches[2].get_x() + ax.patches[2].get_width() / 2
     legend = ax.get_legend()
-    assert sorted(t.get_text() for t in legend.get_texts()) == ["all", "chance", "paper (all)", "verbatim"]
+    paper = "paper (all);\nnewer rows: their\nown paper's"
+    assert sorted(t.get_text() for t in legend.get_texts()) == ["all", "chance", paper, "verbatim"]
+    plt.close(fig)
+
+
+def test_seed_spread_draws_one_marker_per_seed_filled_for_seed_0_and_a_bar_over_the_range():
+    runs = {f"seed {s}": {"seed": s, "memorized_by_kind": {"verbatim": 0.9 - 0.1 * s, "ordinary": 0.5},
+                          "methods": {"std": {"auroc": 0.8 + 0.05 * s}, "wen": {"auroc": 0.7}}} for s in (0, 1, 2)}
+    fig, axes = plt.subplots(1, 2)
+    plotting.plot_seed_spread(axes, {"seed_spread": {"runs": runs}})
+    markers = [line for line in axes[1].lines if len(line.get_xdata()) == 1]
+    assert len(markers) == 6                                              # 2 methods x 3 seeds
+    std = [m for m in markers if abs(m.get_xdata()[0]) < 0.5]
+    assert sorted(round(m.get_ydata()[0], 2) for m in std) == [0.8, 0.85, 0.9]
+    filled = [m for m in std if matplotlib.colors.to_rgba(m.get_markerfacecolor()) != (1.0, 1.0, 1.0, 1.0)]
+    assert [m.get_ydata()[0] for m in filled] == [0.8]                    # seed 0 only
+    bars = axes[0].collections[0].get_segments()[0]                     # verbatim: from the lowest to the highest
+    assert bars[:, 1].min() == pytest.approx(0.7) and bars[:, 1].max() == pytest.approx(0.9)
+    assert [t.get_text() for t in axes[1].get_xticklabels()] == ["std", "wen"]
     plt.close(fig)

@@ -6,27 +6,43 @@ import numpy as np
 import pytest
 
 from common.detectors import training_sweep
-from common.testbeds import dit_testbed, edm_testbed
+from common.testbeds import cpu_testbed, dit_testbed, edm_testbed
 from test_parameter_cells import parameters
 
-NOTEBOOK_SETTINGS = {   # the sweep's setting -> the notebook parameter it must equal
-    "edm": ("EDM_testbed", {"n_samples": "N_SAMPLES", "num_steps": "NUM_STEPS", "n_detect": "N_DETECT",
+NOTEBOOK_SETTINGS = [   # (testbed, notebook, the sweep's setting -> the notebook parameter it must equal)
+    ("edm", "EDM_testbed", {"n_samples": "N_SAMPLES", "num_steps": "NUM_STEPS", "n_detect": "N_DETECT",
                             "sigma": "SIGMA", "layer": "LAYER", "pooling": "POOLING", "lid_trace": "LID_TRACE",
                             "n_jacobian": "N_JACOBIAN", "n_boot": "N_BOOTSTRAP"}),
-    "dit": ("DiT_testbed", {"n_rare": "N_RARE", "n_common": "N_COMMON", "num_steps": "NUM_STEPS",
+    ("dit", "DiT_testbed", {"n_rare": "N_RARE", "n_common": "N_COMMON", "num_steps": "NUM_STEPS",
                             "guidance": "GUIDANCE", "timestep": "TIMESTEP", "pooling": "POOLING",
                             "lid_trace": "LID_TRACE", "n_steer": "N_STEER", "steer_class": "STEER_CLASS",
                             "n_boot": "N_BOOTSTRAP"}),
-}
+    ("cpu", "Table1_detection", {"methods": "METHODS", "num_inference_steps": "NUM_INFERENCE_STEPS",
+                                 "guidance_scale": "GUIDANCE_SCALE", "lid_trace": "LID_TRACE",
+                                 "carlini_generations": "CARLINI_GENERATIONS", "n_boot": "N_BOOTSTRAP",
+                                 "gen_batch": "GEN_BATCH"}),
+    ("cpu", "SD_steering", {"steer_n_ref": "N_REF_PER_SIDE", "steer_steps": "NUM_INFERENCE_STEPS",
+                            "steer_last_n": "STEER_LAST_N", "steer_skip_last": "STEER_SKIP_LAST",
+                            "steer_seeds_per_prompt": "SEEDS_PER_PROMPT"}),
+]
 
 
-@pytest.mark.parametrize("testbed", sorted(NOTEBOOK_SETTINGS))
-def test_the_sweep_measures_with_the_notebooks_defaults(testbed):
-    notebook, names = NOTEBOOK_SETTINGS[testbed]
+@pytest.mark.parametrize("testbed, notebook, names", NOTEBOOK_SETTINGS, ids=[n for _, n, _ in NOTEBOOK_SETTINGS])
+def test_the_sweep_measures_with_the_notebooks_defaults(testbed, notebook, names):
     defaults, params = training_sweep.measured_settings(testbed, {}), parameters(notebook)
     assert {k: defaults[k] for k in names} == {k: params[v] for k, v in names.items()}
     if testbed == "dit":     # the steering ratio is read at an alpha the notebook also steers with
         assert defaults["steer_alphas"][-1] in params["STEER_ALPHAS"]
+    if notebook == "Table1_detection":   # the sets' seeds and Carlini's threshold, which are not settings
+        from common.detectors import cpu_testbed_verdicts as cpu
+
+        assert cpu.SET_SEEDS == {"mem": params["MEM_SEED"], "gen": params["GEN_SEED"]}
+        assert cpu.CARLINI_TAU == params["CARLINI_TAU"]
+        assert params["KIND_SETS"] == cpu_testbed.KIND_SETS
+    if notebook == "SD_steering":        # the ratio is read at the largest alpha of the official grid
+        from common.steering import steerability
+
+        assert defaults["steering_alpha"] == steerability.ALPHAS[-1]
 
 
 def test_unknown_setting_is_refused():
@@ -61,6 +77,31 @@ def test_spread_is_mean_and_range_over_the_seeds():
     assert out["std.auroc"]["values"] == [0.9, 0.8, 0.95]
     assert out["std_beats_lid"] == {"runs": 3, "count": 2}
     assert "steering_ratio" not in out                      # a verdict the runs do not have is left out
+
+
+def cpu_run(seed, std_auroc, lid_auroc):
+    methods = {name: {"auroc": auroc, "tpr_at_1pct_fpr": 0.5, "by_kind": {"verbatim": auroc, "ordinary": None,
+                                                                          "all": auroc - 0.1}}
+               for name, auroc in (("std", std_auroc), ("lid", lid_auroc))}
+    return {"seed": seed, "train_seconds": 100.0 + seed, "memorized_by_kind": {"verbatim": 0.9, "ordinary": 0.3 + seed},
+            "memorized_fraction": 0.6, "gen_copy_fraction": 0.02, "methods": methods, "std": methods["std"],
+            "lid": methods["lid"], "std_beats_lid": std_auroc > lid_auroc, "steering_ratio": 1.0 + seed}
+
+
+def test_the_cpu_testbeds_spread_covers_every_method_and_kind():
+    runs = {f"seed {s}": cpu_run(s, a, b) for s, a, b in ((0, 0.9, 0.8), (1, 0.7, 0.75), (2, 0.95, 0.6))}
+    out = training_sweep.spread(list(runs.values()))
+    assert out["memorized_by_kind.ordinary"]["values"] == [0.3, 1.3, 2.3]
+    assert out["methods.lid.auroc"]["values"] == [0.8, 0.75, 0.6]
+    assert out["methods.std.by_kind.all"]["min"] == pytest.approx(0.6)
+    assert "methods.std.by_kind.ordinary" not in out          # a kind without positives has no AUROC
+    assert out["std_beats_lid"] == {"runs": 3, "count": 2}
+    assert out["steering_ratio"]["max"] == 3.0
+    lines = training_sweep.sweep_lines({"testbed": "cpu", "seed_spread": {"runs": runs, **out}})
+    assert lines[1].split() == ["seed", "0", "100", "0.90", "0.30", "0.020", "1.00"]
+    assert any(line.split() == ["std", "0.900", "0.700", "0.950", "0.700–0.950"] for line in lines), lines
+    assert any(line.split() == ["lid", "0.700", "0.650", "0.500", "0.500–0.700"] for line in lines), lines
+    assert lines[-1] == "seeds: std above LID in 2 of 3 runs"
 
 
 def sweep_result(config):
@@ -120,3 +161,23 @@ def test_verdicts_are_measured_once_per_model_and_settings(tmp_path, monkeypatch
     training_sweep.cached_verdicts("dit", config, {"n_boot": 20})                 # other settings: measured
     training_sweep.cached_verdicts("dit", dit_testbed.DiTTestbedConfig(seed=1), {"n_boot": 10})   # another model
     assert calls == [(0, 10), (0, 20), (1, 10)]
+
+
+def test_the_cpu_testbeds_sweep_is_read_for_the_default_testbed_only(tmp_path, monkeypatch):
+    from common.testbeds import training
+
+    monkeypatch.setattr(cpu_testbed, "TESTBED_CACHE", tmp_path / "testbed")
+    default, other = cpu_testbed.testbed_folder(), cpu_testbed.testbed_folder(cpu_testbed.SMOKE_CONFIG)
+    for folder in (default, other):
+        folder.mkdir(parents=True)
+        (folder / training.INFO_NAME).write_text("{}")
+    runs = {f"seed {s}": cpu_run(s, 0.9, 0.8) for s in (0, 1)}
+    result = {"testbed": "cpu", "default_config_key": training_sweep.default_key(cpu_testbed.TestbedConfig()),
+              "seed_spread": {"runs": runs, **training_sweep.spread(list(runs.values()))},
+              "pictures": {name: np.zeros((1, 3, 4, 4)) for name in runs}}
+    training_sweep.write_sweep(result, tmp_path / "results")
+    back, note = training_sweep.read_cpu_testbed_sweep(tmp_path / "results", str(default))
+    assert back["seed_spread"]["steering_ratio"]["values"] == [1.0, 2.0] and "CPU_testbed.json" in note
+    for model in (str(other), "tiny"):
+        back, note = training_sweep.read_cpu_testbed_sweep(tmp_path / "results", model)
+        assert back is None and "not the default CPU testbed" in note

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from ..detectors.base import PAPER_ROW_NAMES, PAPER_TABLE1
+from ..detectors.base import PAPER_ROW_NAMES, PAPER_TABLE1, SINCE_PAPER, SINCE_PAPER_NAMES
 from ..plumbing.paths import RESULTS_DIR
 
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
@@ -63,11 +63,11 @@ def ordinal(k: int) -> str:
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
-STAND_INS = {
-    "lfw-standin": "LFW faces (CelebA stand-in)",
-    "cpu-testbed": "CPU testbed (SD v1.4 stand-in)",
-    "edm-testbed": "EDM testbed (photo crops, not CIFAR10)",
-    "dit-testbed": "DiT testbed (drawn scenes, not ImageNet)",
+STAND_INS = {   # each one's data or model is named in NOTE
+    "lfw-standin": "LFW faces",
+    "cpu-testbed": "CPU testbed",
+    "edm-testbed": "EDM testbed",
+    "dit-testbed": "DiT testbed",
     "tiny": "random weights (checks code only)",
 }
 
@@ -148,7 +148,8 @@ def testbed(r: dict) -> list[Row]:
                 f"{f2(r['memorized_caption_copy_fraction'])} vs {f2(r['generalizing_caption_copy_fraction'])}",
                 run_on(r), "CPU_testbed"),
             Row("Generations memorized, by kind: verbatim / template / ordinary caption", "—",
-                " / ".join(f2(kinds[k]["memorized_fraction"]) for k in KINDS), run_on(r), "CPU_testbed")]
+                " / ".join(with_spread(f2(kinds[k]["memorized_fraction"]), r, f"memorized_by_kind.{k}", f2)
+                           for k in KINDS), run_on(r), "CPU_testbed")]
 
 
 def sd_compare_reps(r: dict) -> list[Row]:
@@ -167,12 +168,16 @@ def table1(r: dict) -> list[Row]:
     laion, nb = r["laion"], "Table1_detection"
     on = detection_on(r, r["n"]["mem"], r["n"]["gen"])
     rows = [Row(f"Table 1, LAION: {method(m)}, AUROC", f3(PAPER_TABLE1[m]["laion"][0]),
-                f3(laion[m]["auroc"]) if m in laion else "not run", on, nb) for m in PAPER_TABLE1]
+                with_spread(f3(laion[m]["auroc"]), r, f"methods.{m}.auroc") if m in laion else "not run", on, nb)
+            for m in PAPER_TABLE1]
     paper_rank = sorted(PAPER_TABLE1, key=lambda m: -PAPER_TABLE1[m]["laion"][0]).index("std") + 1
     rank = r["rank_by_auroc"]
     here = f"{ordinal(rank.index('std') + 1)} of {len(rank)} (with variants)" if "std" in rank else "not run"
     rows.append(Row("Table 1, LAION: rank of the std detector by AUROC", f"{ordinal(paper_rank)} of {len(PAPER_TABLE1)}",
                     here, on, nb))
+    rows += [Row(f"Since the paper, LAION: {name}, n = 1, AUROC", f"{f3(SINCE_PAPER[m][0])} (theirs)",
+                 with_spread(f3(laion[m]["auroc"]), r, f"methods.{m}.auroc"), on, nb)
+             for m, name in SINCE_PAPER_NAMES.items() if m in laion]
     if "by_kind" in laion.get("std", {}):
         by_kind = {m: laion[m]["by_kind"] for m in ("std", "wen")}
         rows += [Row(f"Table 1 by kind (verbatim / template / ordinary): {method(m)}, AUROC", "—",
@@ -208,7 +213,8 @@ def dit(r: dict) -> list[Row]:
 
 def sd_steering(r: dict) -> list[Row]:
     return [Row(f"Steering: memorized over generalized change at α = {r['steerability_ratio_alpha']:g} (pixels)",
-                PAPER["steering"], f2(r["steerability_ratio_mem_over_gen"]), run_on(r), "SD_steering")]
+                PAPER["steering"], with_spread(f2(r["steerability_ratio_mem_over_gen"]), r, "steering_ratio", f2),
+                run_on(r), "SD_steering")]
 
 
 SECTIONS: tuple[tuple[str, Callable[[dict], list[Row]]], ...] = (
@@ -224,7 +230,9 @@ SECTIONS: tuple[tuple[str, Callable[[dict], list[Row]]], ...] = (
 )
 
 NOTE = ("Paper: the ICLR camera-ready (Table 1: 500 + 500 samples on LAION and ImageNet, 100 + 100 on CIFAR10); "
-        "† read off the official repository's released figure; — no such number. "
+        "† read off the official repository's released figure; — no such number; \"(theirs)\": the row's own paper, "
+        "on SD v1.4. Stand-ins: LFW faces for CelebA, the CPU testbed for SD v1.4, the EDM testbed (photo crops) for "
+        "CIFAR10, the DiT testbed (drawn scenes) for ImageNet. "
         "\"run on\" names the model or data and, for detection, the memorized + generalized sample counts. Testbed "
         "numbers: the default run (seed 0); \"seeds a–b\": the range over training seeds 0–2 (`make sweeps`).")
 

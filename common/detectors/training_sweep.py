@@ -5,13 +5,18 @@ Each variant retrains a testbed with one setting changed — `steps` × 1, 2, 4 
 verdicts its notebook reports, with the notebook's settings and the same library calls:
 
     memorized_fraction      samples that copy a training image by the testbed's criterion (EDM: all samples; DiT:
-                            rare-class samples copying their class's scene)
+                            rare-class samples copying their class's scene; CPU testbed: the generations of its
+                            three kinds, each by its kind's criterion, also per kind)
     gen_nn_correlation      sample quality of the generalizing regime: the median Pearson correlation of the
                             generalized samples (EDM: not copies; DiT: common classes) with their nearest training
                             image — a smeared sample correlates with nothing
     std, lid                AUROC (bootstrap CI) and TPR@1%FPR of Mem vs Gen; std_beats_lid their order
     jacobian (EDM, lengths) App. B.3's numbers on `n_jacobian` samples per group
-    steering_ratio (DiT)    rare-class over common-class pixel change at α = 1
+    steering_ratio          DiT: rare-class over common-class pixel change at α = 1; CPU testbed: memorized over
+                            generalized at α = 0.5 (SD_steering)
+    methods (CPU testbed)   every Table 1 method's AUROC, CI, TPR@1%FPR and AUROC by kind (`cpu_testbed_verdicts`)
+
+The CPU testbed has the seed spread only (its length is fixed by the 45-minute budget of `make figures`).
 
 Models are cached by config (`ensure_*_testbed`); the ×1 seed-0 variant is the default model, so its numbers are
 the notebook's. `python -m common.cli.sweeps` (`make sweeps`) runs them and writes `results/sweeps/<testbed>.json`;
@@ -31,13 +36,15 @@ import torch
 from . import get as get_detector
 from . import lid, metrics
 from .base import Samples
+from .cpu_testbed_verdicts import cpu_verdicts
 from ..plumbing.checkpoints import config_key
 from ..testbeds.copies import pearson_nearest
 
 LENGTHS = (1, 2, 4)                 # multiples of the default `steps`
 SEEDS = (0, 1, 2)                   # training seeds (seed 0 is the default run)
-TESTBEDS = ("edm", "dit")
-RESULT_NAMES = {"edm": "EDM_testbed", "dit": "DiT_testbed"}
+TESTBEDS = ("edm", "dit", "cpu")
+RESULT_NAMES = {"edm": "EDM_testbed", "dit": "DiT_testbed", "cpu": "CPU_testbed"}
+DEFAULT_LENGTHS = {"edm": LENGTHS, "dit": LENGTHS, "cpu": ()}   # the CPU testbed: the seed spread only
 
 
 def variants(config, lengths=LENGTHS, seeds=SEEDS) -> dict[str, tuple[str, object]]:
@@ -150,9 +157,20 @@ def dit_verdicts(config, n_rare: int = 500, n_common: int = 500, num_steps: int 
     return out
 
 
-VERDICTS = {"edm": edm_verdicts, "dit": dit_verdicts}
+VERDICTS = {"edm": edm_verdicts, "dit": dit_verdicts, "cpu": cpu_verdicts}
 SPREAD_KEYS = ("memorized_fraction", "gen_nn_correlation", "std.auroc", "lid.auroc", "std.tpr_at_1pct_fpr",
                "lid.tpr_at_1pct_fpr", "steering_ratio")
+
+
+def spread_keys(run: dict) -> list[str]:
+    """`SPREAD_KEYS`, and for a run with them (the CPU testbed) its memorized share by kind, the held-out copy share,
+    and every method's AUROC, TPR@1%FPR and AUROC by kind."""
+    keys = [*SPREAD_KEYS, *(f"memorized_by_kind.{k}" for k in run.get("memorized_by_kind", {}))]
+    keys += ["gen_copy_fraction"] if "gen_copy_fraction" in run else []
+    for name, row in run.get("methods", {}).items():
+        keys += [f"methods.{name}.auroc", f"methods.{name}.tpr_at_1pct_fpr",
+                 *(f"methods.{name}.by_kind.{k}" for k in row["by_kind"])]
+    return keys
 
 
 def _get(run: dict, dotted: str):
@@ -161,16 +179,16 @@ def _get(run: dict, dotted: str):
     return run
 
 
-def spread(runs: list[dict], keys=SPREAD_KEYS) -> dict:
-    """Per verdict that the runs have: {"values", "mean", "min", "max"} over the runs, and how many of them find std
-    above LID."""
+def spread(runs: list[dict], keys=None) -> dict:
+    """Per verdict that the runs have (`keys`, default `spread_keys` of the first run): {"values", "mean", "min",
+    "max"} over the runs, and how many of them find std above LID."""
     out = {}
-    for key in keys:
+    for key in keys or spread_keys(runs[0]):
         values = [_get(r, key) for r in runs]
         if all(v is not None for v in values):
             out[key] = {"values": values, "mean": float(np.mean(values)), "min": float(np.min(values)),
                         "max": float(np.max(values))}
-    out["std_beats_lid"] = {"runs": len(runs), "count": sum(r["std_beats_lid"] for r in runs)}
+    out["std_beats_lid"] = {"runs": len(runs), "count": sum(bool(r.get("std_beats_lid")) for r in runs)}
     return out
 
 
@@ -210,11 +228,12 @@ def cached_verdicts(testbed: str, config, settings: dict) -> dict:
     return result
 
 
-def run_sweep(testbed: str, config, lengths=LENGTHS, seeds=SEEDS, progress: bool = True, **settings) -> dict:
+def run_sweep(testbed: str, config, lengths=None, seeds=SEEDS, progress: bool = True, **settings) -> dict:
     """Every variant's verdicts (`cached_verdicts`; models trained on first use, then cached), as the JSON the
     testbed notebook reads: the length sweep, the seed spread, the default config's key. The Jacobian (EDM) is
     measured along the length sweep only. Pictures are returned under "pictures" (not for the JSON)."""
     settings = measured_settings(testbed, settings)
+    lengths = DEFAULT_LENGTHS[testbed] if lengths is None else lengths
     runs, pictures = {}, {}
     for name, (sweep, variant) in variants(config, lengths, seeds).items():
         if sweep == "seed" and variant.seed == config.seed and "steps x1" in runs:
@@ -274,8 +293,45 @@ def read_sweep(results_dir, testbed: str, config) -> tuple[dict | None, str]:
     return result, f"sweep read from {json_path.parent.name}/{json_path.name} (config {result['default_config_key']})"
 
 
+def cpu_sweep_lines(result: dict) -> list[str]:
+    """The CPU testbed's seed spread: one row per seed (training, memorized by kind, steering ratio), then per method
+    its AUROC at each seed and their range (Table 1's LAION column, then all kinds pooled)."""
+    runs = result["seed_spread"]["runs"]
+    kinds = list(next(iter(runs.values()))["memorized_by_kind"])
+    lines = [f"{'run':<8} {'train s':>7} " + " ".join(f"{'mem ' + k[:8]:>13}" for k in kinds)
+             + f" {'held-out copy':>13} {'steer':>6}"]
+    for name, r in runs.items():
+        steer = "" if r.get("steering_ratio") is None else f"{r['steering_ratio']:6.2f}"
+        lines.append(f"{name:<8} {r['train_seconds']:>7.0f} "
+                     + " ".join(f"{r['memorized_by_kind'][k]:>13.2f}" for k in kinds)
+                     + f" {r['gen_copy_fraction']:>13.3f} {steer:>6}")
+    spread_ = result["seed_spread"]
+    for column, suffix in (("LAION column", "auroc"), ("all kinds pooled", "by_kind.all")):
+        lines.append(f"\nAUROC, {column}: " + " ".join(f"{n:>7}" for n in runs) + "   range")
+        for method in next(iter(runs.values()))["methods"]:
+            s = spread_.get(f"methods.{method}.{suffix}")
+            if s:
+                lines.append(f"{method:>23} " + " ".join(f"{v:7.3f}" for v in s["values"])
+                             + f"   {s['min']:.3f}–{s['max']:.3f}")
+    beats = spread_["std_beats_lid"]
+    lines.append(f"seeds: std above LID in {beats['count']} of {beats['runs']} runs")
+    return lines
+
+
+def read_cpu_testbed_sweep(results_dir, model_name: str) -> tuple[dict | None, str]:
+    """`read_sweep` of the CPU testbed for a notebook that runs on `model_name`: the committed seed spread when the
+    model is the default CPU testbed, else None; the second value says which, in one line."""
+    from ..testbeds import cpu_testbed
+
+    if not cpu_testbed.is_testbed(model_name) or Path(model_name).resolve() != cpu_testbed.testbed_folder().resolve():
+        return None, "the model is not the default CPU testbed: no seed spread"
+    return read_sweep(results_dir, "cpu", cpu_testbed.TestbedConfig())
+
+
 def sweep_lines(result: dict) -> list[str]:
     """The sweep as a table: one row per run (lengths, then seeds), the seed spread's mean [min, max] last."""
+    if result["testbed"] == "cpu":
+        return cpu_sweep_lines(result)
     def row(name, r):
         jac = r.get("jacobian")
         rank = (f"{jac['Mem']['effective_rank_median']:7.0f} {jac['Gen']['effective_rank_median']:7.0f}"
