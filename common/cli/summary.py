@@ -148,8 +148,8 @@ def testbed(r: dict) -> list[Row]:
                 f"{f2(r['memorized_caption_copy_fraction'])} vs {f2(r['generalizing_caption_copy_fraction'])}",
                 run_on(r), "CPU_testbed"),
             Row("Generations memorized, by kind: verbatim / template / ordinary caption", "—",
-                " / ".join(with_spread(f2(kinds[k]["memorized_fraction"]), r, f"memorized_by_kind.{k}", f2)
-                           for k in KINDS), run_on(r), "CPU_testbed")]
+                by_kind_with_spread([kinds[k]["memorized_fraction"] for k in KINDS], r,
+                                    [f"memorized_by_kind.{k}" for k in KINDS]), run_on(r), "CPU_testbed")]
 
 
 def sd_compare_reps(r: dict) -> list[Row]:
@@ -175,7 +175,7 @@ def table1(r: dict) -> list[Row]:
     here = f"{ordinal(rank.index('std') + 1)} of {len(rank)} (with variants)" if "std" in rank else "not run"
     rows.append(Row("Table 1, LAION: rank of the std detector by AUROC", f"{ordinal(paper_rank)} of {len(PAPER_TABLE1)}",
                     here, on, nb))
-    rows += [Row(f"Since the paper, LAION: {name}, n = 1, AUROC", f"{f3(SINCE_PAPER[m][0])} (theirs)",
+    rows += [Row(f"Since the paper: {name}, AUROC", f"{f3(SINCE_PAPER[m][0])} (theirs)",
                  with_spread(f3(laion[m]["auroc"]), r, f"methods.{m}.auroc"), on, nb)
              for m, name in SINCE_PAPER_NAMES.items() if m in laion]
     if "by_kind" in laion.get("std", {}):
@@ -190,6 +190,16 @@ def with_spread(text: str, r: dict, key: str, fmt: Callable = f3) -> str:
     over the training seeds: "0.952 (seeds 0.917–0.968)"."""
     spread = (r.get("seed_spread") or {}).get(key)
     return text if spread is None else f"{text} (seeds {fmt(spread['min'])}–{fmt(spread['max'])})"
+
+
+def by_kind_with_spread(values: list, r: dict, keys: list[str]) -> str:
+    """Numbers per kind, "a / b / c", and where the JSON has a seed spread their ranges: "(seeds a0–a1 / ...)"."""
+    text = " / ".join(f2(v) for v in values)
+    spreads = [(r.get("seed_spread") or {}).get(key) for key in keys]
+    if any(s is None for s in spreads):
+        return text
+    ranges = " / ".join(f"{f2(s['min'])}–{f2(s['max'])}" for s in spreads)
+    return f"{text} (seeds {ranges})"
 
 
 def other_column(column: str, name: str, nb: str) -> Callable[[dict], list[Row]]:

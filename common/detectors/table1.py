@@ -211,7 +211,7 @@ def _num(value, width: int, digits: int = 3) -> str:
 def laion_lines(table: dict[str, dict], detectors_by_name: dict) -> list[str]:
     """The LAION column as text: this run's numbers, then the paper's for the same row (blank where the paper
     has no such row), the control AUROC where there is a control ("n/a" otherwise)."""
-    lines = [f"{'method':<37} {'free':>4} {'AUROC':>6} {'95% CI':>11} {'TPR@1%':>6} {'(off.)':>6} "
+    lines = [f"{'method':<41} {'free':>4} {'AUROC':>6} {'95% CI':>11} {'TPR@1%':>6} {'(off.)':>6} "
              f"{'s/sample':>8} {'x std':>6} {'vs ctrl':>7} | {'paper: AUROC':>12} {'TPR':>5} {'s':>5}"]
     for name, row in table.items():
         if name in SINCE_PAPER and name == next(n for n in table if n in SINCE_PAPER):
@@ -219,7 +219,7 @@ def laion_lines(table: dict[str, dict], detectors_by_name: dict) -> list[str]:
         paper = paper_numbers(detectors_by_name[name]) or (None, None, None)
         control = row.get("auroc_vs_low_dose_titles")
         lines.append(
-            f"{row['label']:<37} {'yes' if row['prompt_free'] else 'no':>4} {row['auroc']:6.3f} "
+            f"{row['label']:<41} {'yes' if row['prompt_free'] else 'no':>4} {row['auroc']:6.3f} "
             f"{row['auroc_ci'][0]:.3f}-{row['auroc_ci'][1]:.3f} {row['tpr_at_1pct_fpr']:6.3f} "
             f"{row['tpr_at_1pct_fpr_official']:6.3f} {row['seconds_per_sample']:8.4f} "
             f"{row.get('time_ratio_to_std', 1.0):6.1f} {'n/a' if control is None else f'{control:.3f}':>7} | "
@@ -235,7 +235,7 @@ def column_lines(columns: dict[str, dict], run_on: dict[str, str], methods, dete
     lines = [column_heading(family, run_on[family]) for family in TABLE1_COLUMNS if family in run_on]
     heads = [f"{COLUMN_NAMES[f]}: {run_on_name(run_on[f])}" if f in run_on else f"{COLUMN_NAMES[f]}: not run"
              for f in TABLE1_COLUMNS]
-    lines.append(f"{'method':<37} " + " ".join(f"{h:>{width}}" for h in heads))
+    lines.append(f"{'method':<41} " + " ".join(f"{h:>{width}}" for h in heads))
     for name in methods:
         cells = []
         for family in TABLE1_COLUMNS:
@@ -246,5 +246,5 @@ def column_lines(columns: dict[str, dict], run_on: dict[str, str], methods, dete
                 cells.append("N/A (needs a prompt)")
             else:
                 cells.append("not run here")
-        lines.append(f"{detectors_by_name[name].label:<37} " + " ".join(f"{c:>{width}}" for c in cells))
+        lines.append(f"{detectors_by_name[name].label:<41} " + " ".join(f"{c:>{width}}" for c in cells))
     return lines
