@@ -26,11 +26,6 @@ SET_SEEDS = {"mem": 0, "gen": 10}   # Table1_detection's MEM_SEED, GEN_SEED (the
 CARLINI_TAU = 0.1                   # Table1_detection's CARLINI_TAU
 
 
-def _detection(positives: np.ndarray, negatives: np.ndarray, n_boot: int) -> dict:
-    s = metrics.detection_summary(positives, negatives, n_boot=n_boot)
-    return {k: s[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos", "n_neg")}
-
-
 def steering_ratios(pipe, model_name: str, n_ref: int = 50, num_inference_steps: int = 40, last_n: int = 20,
                     skip_last: int = 2, seeds_per_prompt: int = 3, batch_size: int = 4,
                     extract_batch: int = 16) -> dict[float, float | None]:
@@ -113,7 +108,7 @@ def cpu_verdicts(config, methods=TABLE_ROWS, num_inference_steps: int = 50, guid
     for name in methods:
         by_kind = table1.summarize_by_kind({k: scores[name][s][memorized[k]] for k, s in kind_set.items()},
                                            scores[name]["gen"], n_boot, negatives_copy=gen_copies)
-        table[name] = {**_detection(scores[name]["mem"], scores[name]["gen"], n_boot),
+        table[name] = {**metrics.detection_row(scores[name]["mem"], scores[name]["gen"], n_boot),
                        "prompt_free": get_detector(name).prompt_free, "seconds_per_sample": seconds[name],
                        "by_kind": {k: row["auroc"] for k, row in by_kind.items()}}
     pooled = np.concatenate(list(memorized.values()))

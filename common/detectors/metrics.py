@@ -96,6 +96,15 @@ def detection_summary(positive_scores, negative_scores, n_boot: int = 1000, seed
     }
 
 
+ROW_KEYS = ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos", "n_neg")
+
+
+def detection_row(positive_scores, negative_scores, n_boot: int = 1000) -> dict:
+    """The compact row a table keeps of `detection_summary`: AUROC, its CI, strict TPR@1%FPR and the counts."""
+    summary = detection_summary(positive_scores, negative_scores, n_boot=n_boot)
+    return {k: summary[k] for k in ROW_KEYS}
+
+
 def median_index(scores) -> int:
     """The index of the set's median score (the lower middle one for an even count): the rule that picks a
     group's typical sample for an example figure, fixed before looking at the result (not its most extreme)."""

@@ -127,8 +127,7 @@ def summarize_by_kind(positives: dict[str, np.ndarray], negatives: np.ndarray, n
         if len(pos) == 0:
             rows[kind] = {"auroc": None, "auroc_ci": None, "tpr_at_1pct_fpr": None, "n_pos": 0}
             continue
-        summary = metrics.detection_summary(pos, neg, n_boot=n_boot)
-        rows[kind] = {k: summary[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos", "n_neg")}
+        rows[kind] = metrics.detection_row(pos, neg, n_boot)
     return rows
 
 

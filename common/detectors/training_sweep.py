@@ -60,11 +60,6 @@ def default_key(config) -> str:
     return config_key(config.to_dict())
 
 
-def _detection(scores: dict[str, np.ndarray], n_boot: int) -> dict:
-    s = metrics.detection_summary(scores["Mem"], scores["Gen"], n_boot=n_boot)
-    return {k: s[k] for k in ("auroc", "auroc_ci", "tpr_at_1pct_fpr", "n_pos", "n_neg")}
-
-
 def edm_verdicts(config, n_samples: int = 1000, num_steps: int = 18, n_detect: int = 100, sigma: float = 0.17,
                  layer: str = "up_blocks.0.resnets.2.nonlinearity", pooling: str = "spatial_max",
                  lid_trace: str = "hutchinson", n_jacobian: int = 4, n_boot: int = 1000,
@@ -92,7 +87,7 @@ def edm_verdicts(config, n_samples: int = 1000, num_steps: int = 18, n_detect: i
     out = {"steps": config.steps, "seed": config.seed, "train_seconds": info["train_seconds"],
            "memorized_fraction": float(truth["memorized"].mean()), "n_detect": n,
            "gen_nn_correlation": float(np.median(correlation)),
-           "std": _detection(std, n_boot), "lid": _detection(lid_scores, n_boot),
+           **{k: metrics.detection_row(v["Mem"], v["Gen"], n_boot) for k, v in (("std", std), ("lid", lid_scores))},
            "pictures": samples[gen[:n_pictures]].numpy()}
     out["std_beats_lid"] = bool(out["std"]["auroc"] > out["lid"]["auroc"])
     if n_jacobian:
@@ -139,7 +134,7 @@ def dit_verdicts(config, n_rare: int = 500, n_common: int = 500, num_steps: int 
            "memorized_fraction": float(truth["memorized"][truth["rare"]].mean()),
            "common_copy_fraction": float(truth["copies"][common].mean()),
            "gen_nn_correlation": float(np.median(truth["correlation"][common])),
-           "std": _detection(std, n_boot), "lid": _detection(lid_scores, n_boot),
+           **{k: metrics.detection_row(v["Mem"], v["Gen"], n_boot) for k, v in (("std", std), ("lid", lid_scores))},
            "pictures": samples[np.flatnonzero(common)[:n_pictures]].numpy()}
     out["std_beats_lid"] = bool(out["std"]["auroc"] > out["lid"]["auroc"])
     block = dit.default_block(model.num_layers)
